@@ -1,0 +1,57 @@
+"""Float model vs its quantized blob on labelled windows."""
+from __future__ import annotations
+
+import numpy as np
+
+from .blob import QuantModel
+from .dataset import Split
+from .errors import UserError
+from .model import FloatModel
+from .reference import IntegerLSTM, decide, quantize_raw, to_raw
+
+BACKENDS = ("numpy",)
+
+
+def check_match(model: FloatModel, qmodel: QuantModel) -> None:
+    """Refuse a blob that was not quantized from this float model."""
+    ours = (model.n_inputs, model.hidden, len(model.layers), model.n_classes)
+    theirs = (qmodel.n_inputs, qmodel.hidden, len(qmodel.layers), qmodel.n_classes)
+    if ours != theirs:
+        fmt = "inputs={} hidden={} layers={} classes={}".format
+        raise UserError(f"blob does not match the model: blob has {fmt(*theirs)}, model has {fmt(*ours)}")
+    if qmodel.fingerprint and qmodel.fingerprint != model.fingerprint():
+        raise UserError("blob does not match the model: it was quantized from other weights")
+
+
+def int8_inputs(qmodel: QuantModel, x: np.ndarray) -> np.ndarray:
+    """Float windows in sensor units -> the int8 inputs the board computes."""
+    return quantize_raw(to_raw(x, qmodel.inputs), qmodel.inputs)
+
+
+def int_logits(qmodel: QuantModel, x: np.ndarray, lengths=None, backend: str = "numpy") -> np.ndarray:
+    if backend not in BACKENDS:
+        raise UserError(f"backend {backend!r} is not available (choose from {', '.join(BACKENDS)})")
+    return IntegerLSTM(qmodel).run(int8_inputs(qmodel, x), lengths)
+
+
+def evaluate(model: FloatModel, qmodel: QuantModel, split: Split, backend: str = "numpy"):
+    """Summary figures and the per-window arrays for --dump."""
+    check_match(model, qmodel)
+    if split.x.shape[2] != model.n_inputs:
+        raise UserError(f"data has {split.x.shape[2]} channels, the model takes {model.n_inputs}")
+    if split.y.max() >= model.n_classes:
+        raise UserError(f"data holds label {split.y.max()}, the model has {model.n_classes} classes")
+    float_pred = model.forward(split.x, split.lengths).argmax(axis=1)
+    logits = int_logits(qmodel, split.x, split.lengths, backend)
+    pred, score = decide(logits, qmodel)
+    summary = {
+        "float_accuracy": float(np.mean(float_pred == split.y)),
+        "int8_accuracy": float(np.mean(pred == split.y)),
+        "agreement": float(np.mean(pred == float_pred)),
+        "n": int(len(split.y)),
+        "backend": backend,
+    }
+    dump = {"logits": logits.astype(np.int32), "pred": pred.astype(np.int32),
+            "score": score.astype(np.int32), "float_pred": float_pred.astype(np.int32),
+            "y": split.y.astype(np.int32)}
+    return summary, dump

@@ -1,0 +1,87 @@
+"""Fixed-point helpers shared by the quantizer and the integer reference.
+
+Every integer the board computes goes through one of these three operations, so
+they are defined once here and documented in docs/arithmetic.md.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MAX = 2**31 - 1
+INT32_MIN = -(2**31)
+MAX_SHIFT = 30  # keeps 1 << shift a small int on every MicroPython port
+
+
+class OverflowProofError(ValueError):
+    """A value could leave int32 on a 32-bit board."""
+
+
+def rshift_round(value, shift: int):
+    """Rounding arithmetic right shift: floor(value / 2**shift + 1/2).
+
+    Works on Python ints and numpy int64 arrays alike; shift >= 1.
+    """
+    return (value + (1 << (shift - 1))) >> shift
+
+
+def requantize(acc, multiplier, shift):
+    """acc * multiplier / 2**shift, rounded half up (the board's only rescale)."""
+    return rshift_round(acc * multiplier, shift)
+
+
+def saturate(value, lo: int, hi: int):
+    if isinstance(value, np.ndarray):
+        return np.clip(value, lo, hi)
+    return lo if value < lo else hi if value > hi else value
+
+
+def choose_multiplier(real: float, acc_bound: int, what: str = "value") -> tuple[int, int]:
+    """Pick (M, S) with M / 2**S ~= real and |acc * M| + 2**(S-1) <= INT32_MAX.
+
+    acc_bound is the largest |acc| the multiplier will ever see; it comes from the
+    actual weights, so the product is proven to fit a 32-bit register. The widest
+    shift that still fits is chosen, which gives the most precise multiplier.
+    Raises OverflowProofError when even the narrowest shift overflows.
+    """
+    if not (real > 0 and math.isfinite(real)):
+        raise OverflowProofError(f"{what}: scale {real!r} is not a positive finite number")
+    acc_bound = int(acc_bound)
+    if acc_bound > INT32_MAX:
+        raise OverflowProofError(
+            f"{what}: accumulator can reach {acc_bound} > 2^31-1 before rescaling"
+        )
+    for shift in range(MAX_SHIFT, 0, -1):
+        mult = round(real * (1 << shift))
+        if mult > INT32_MAX:
+            continue
+        if mult == 0:
+            break  # smaller shifts only lose more
+        if acc_bound * mult + (1 << (shift - 1)) <= INT32_MAX:
+            return mult, shift
+    raise OverflowProofError(
+        f"{what}: |acc| <= {acc_bound} times scale {real:.3g} cannot be rescaled "
+        f"within int32 (needs a multiplier of at least 1 and |acc*M| < 2^31)"
+    )
+
+
+RAW_BOUND = 32768  # raw readings are int16
+
+
+def choose_input_multiplier(real: float, zero: int, what: str = "input") -> tuple[int, int, int]:
+    """(M, B, S) with clamp((raw*M + B) >> S) ~= round(raw*real) + zero for int16 raw.
+
+    B folds in the zero point and the rounding half, so the board does one
+    multiply-add and one shift per reading, and |raw*M + B| stays below 2**31.
+    """
+    if not (real > 0 and math.isfinite(real)):
+        raise OverflowProofError(f"{what}: scale {real!r} is not a positive finite number")
+    for shift in range(MAX_SHIFT, 0, -1):
+        mult = round(real * (1 << shift))
+        bias = (zero << shift) + (1 << (shift - 1))
+        if mult == 0:
+            break
+        if RAW_BOUND * mult + abs(bias) <= INT32_MAX:
+            return mult, bias, shift
+    raise OverflowProofError(f"{what}: raw-to-int8 scale {real:.3g} cannot be applied within int32")

@@ -1,0 +1,53 @@
+"""Quantization error figures: float internals beside the integer reference's."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import model as float_model
+from .. import reference
+from ..blob import QuantModel
+from ..model import FloatModel
+from .lut import GATE_FRAC
+from .ptq import GATE_NAMES, OUT_FRAC
+
+
+def _stats(err: np.ndarray, ref: np.ndarray) -> dict:
+    err = err.ravel()
+    scale = float(np.sqrt(np.mean(ref.ravel() ** 2))) or 1.0
+    return {"mean_abs": float(np.mean(np.abs(err))), "max_abs": float(np.max(np.abs(err))),
+            "rms": float(np.sqrt(np.mean(err**2))), "rms_relative": float(np.sqrt(np.mean(err**2)) / scale)}
+
+
+def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=None) -> dict:
+    """Per-layer, per-gate error of the integer model against the float one on x."""
+    ftrace = float_model.Trace()
+    flogits = model.forward(x, lengths, ftrace)
+    itrace = reference.Trace()
+    x_q = reference.quantize_raw(reference.to_raw(x, qmodel.inputs), qmodel.inputs)
+    ilogits = reference.IntegerLSTM(qmodel).run(x_q, lengths, itrace)
+    valid = np.ones(x.shape[:2], bool) if lengths is None else \
+        np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    x_deq = (x_q - qmodel.inputs.zero) * qmodel.inputs.scale
+    report = {
+        "windows": int(len(x)),
+        "inputs": [dict(channel=c, scale=float(qmodel.inputs.scale[c]), zero=int(qmodel.inputs.zero[c]),
+                        **_stats((x_deq[..., c] - x[..., c])[valid], x[..., c][valid]))
+                   for c in range(x.shape[2])],
+        "layers": [],
+    }
+    H = qmodel.hidden
+    for k, qlayer in enumerate(qmodel.layers):
+        fg, ig = ftrace.gates[k][valid], itrace.gates[k][valid] / 2.0**GATE_FRAC
+        gates = {}
+        for g, name in enumerate(GATE_NAMES):
+            cols = slice(g * H, (g + 1) * H)
+            target = np.clip(fg[:, cols], -8, 8 - 2.0**-GATE_FRAC)  # Q3.12 saturates by design
+            gates[name] = dict(**_stats(ig[:, cols] - target, target),
+                               saturated=float(np.mean(np.abs(fg[:, cols]) >= 8)))
+        fc, ic = ftrace.cell[k][valid], itrace.cell[k][valid] / 2.0**qlayer.c_frac
+        fh, ih = ftrace.hidden[k][valid], itrace.hidden[k][valid] / 128.0
+        report["layers"].append({"layer": k, "c_frac": qlayer.c_frac, "gates": gates,
+                                 "cell": _stats(ic - fc, fc), "hidden": _stats(ih - fh, fh)})
+    report["logits"] = _stats(ilogits / 2.0**OUT_FRAC - flogits, flogits)
+    report["agreement"] = float(np.mean(ilogits.argmax(1) == flogits.argmax(1)))
+    return report

@@ -1,0 +1,243 @@
+"""The integer reference: exactly what the board computes (docs/arithmetic.md).
+
+This module is the host emulator. device/ under MicroPython must reproduce its
+integer state and logits bit for bit. All values are held in int64 numpy arrays
+and every product that could approach 2**31 is checked, so a 64-bit host cannot
+hide an overflow the 32-bit board would suffer.
+
+Integer matmuls go through float64 BLAS: int8 x int8 sums stay far below 2**53,
+so every partial sum is an exact integer whatever order BLAS adds them in.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .blob import InputQuant, QuantLayer, QuantModel
+from .quant.fixedpoint import INT32_MAX, OverflowProofError
+from .quant.lut import GATE_FRAC, OUT_FRAC, lookup
+
+RAW_MIN, RAW_MAX = -32768, 32767  # raw readings are int16, like the sensors' registers
+H_FRAC = 7  # h is int8 with scale 2**-7
+
+
+# ---- inputs ----------------------------------------------------------------------
+
+def to_raw(x: np.ndarray, inputs: InputQuant) -> np.ndarray:
+    """Float sensor values -> the integer readings a sensor would deliver."""
+    scaled = np.asarray(x, dtype=np.float64) * inputs.raw_per_unit.astype(np.float64)
+    return np.clip(np.floor(scaled + 0.5), RAW_MIN, RAW_MAX).astype(np.int64)
+
+
+def quantize_raw(raw: np.ndarray, inputs: InputQuant) -> np.ndarray:
+    """Raw int16 readings -> int8 model inputs (per channel, integer only)."""
+    raw = np.clip(np.asarray(raw, dtype=np.int64), RAW_MIN, RAW_MAX)
+    acc = raw * inputs.mult.astype(np.int64) + inputs.bias.astype(np.int64)
+    _check32(acc, "input quantization")
+    return np.clip(acc >> inputs.shift.astype(np.int64), -128, 127)
+
+
+# ---- arithmetic ------------------------------------------------------------------
+
+def _check32(values: np.ndarray, what: str) -> None:
+    if values.size and (values.max() > INT32_MAX or values.min() < -INT32_MAX):
+        raise OverflowProofError(f"{what}: a value left the int32 range")
+
+
+def _requant(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, what: str) -> np.ndarray:
+    prod = acc * mult
+    _check32(prod + (np.int64(1) << (shift - 1)), what)
+    return (prod + (np.int64(1) << (shift - 1))) >> shift
+
+
+def _matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """Exact integer a @ w via float64 BLAS (w_t given as float64, transposed)."""
+    return (a.astype(np.float64) @ w_t).astype(np.int64)
+
+
+def _rshift_round(v: np.ndarray, shift: int) -> np.ndarray:
+    return (v + (1 << (shift - 1))) >> shift
+
+
+@dataclass
+class _LayerConsts:
+    """One layer's blob arrays in the dtypes the hot loop wants, made once."""
+
+    wx_t: np.ndarray
+    wh_t: np.ndarray
+    bx: np.ndarray
+    mx: np.ndarray
+    sx: np.ndarray
+    mh: np.ndarray
+    sh: np.ndarray
+    c_frac: int
+    hidden: int
+
+    @classmethod
+    def of(cls, layer: QuantLayer) -> "_LayerConsts":
+        i64 = lambda a: a.astype(np.int64)
+        return cls(layer.wx.T.astype(np.float64), layer.wh.T.astype(np.float64),
+                   i64(layer.bx), i64(layer.mx), i64(layer.sx), i64(layer.mh), i64(layer.sh),
+                   layer.c_frac, layer.wh.shape[1])
+
+
+@dataclass
+class Trace:
+    """Integer internals per layer: gate pre-activations (Q3.12), cell, hidden."""
+
+    gates: list[np.ndarray] = field(default_factory=list)
+    cell: list[np.ndarray] = field(default_factory=list)
+    hidden: list[np.ndarray] = field(default_factory=list)
+
+
+class IntegerLSTM:
+    """The quantized model as the board runs it: stateful, one timestep at a time,
+    or a batch of whole windows at once (same arithmetic)."""
+
+    def __init__(self, model: QuantModel):
+        self.model = model
+        self.layers = [_LayerConsts.of(layer) for layer in model.layers]
+        head = model.head
+        self.head_w_t = head.w.T.astype(np.float64)
+        self.head_b = head.b.astype(np.int64)
+        self.head_m = head.m.astype(np.int64)
+        self.head_s = head.s.astype(np.int64)
+        # sigmoid for the i, f, o blocks and tanh for g, as one table with offsets,
+        # so all four gates are looked up in one vectorised pass
+        n_table = model.sigmoid.size
+        self._gate_lut = np.concatenate([model.sigmoid, model.tanh]).astype(np.int64)
+        h = model.hidden
+        self._gate_offset = np.repeat(np.array([0, 0, n_table, 0], dtype=np.int64), h)
+        self._tanh = model.tanh.astype(np.int64)
+        self.h: list[np.ndarray] = []
+        self.c: list[np.ndarray] = []
+
+    # ---- one layer, one step -----------------------------------------------------
+
+    def _activate(self, gates: np.ndarray) -> np.ndarray:
+        shift = self.model.lut_shift
+        u = gates + 32768
+        idx = (u >> shift) + self._gate_offset
+        frac = u & ((1 << shift) - 1)
+        lo = self._gate_lut[idx]
+        hi = self._gate_lut[idx + 1]
+        return lo + (((hi - lo) * frac + (1 << (shift - 1))) >> shift)
+
+    def _cell(self, k: int, px: np.ndarray, h: np.ndarray, c: np.ndarray):
+        """One timestep of layer k given its input part px (Q3.12): new (gates, c, h)."""
+        L = self.layers[k]
+        ph = _requant(_matmul(h, L.wh_t), L.mh, L.sh, f"layer {k} recurrent requantization")
+        gates = np.clip(px + ph, -32768, 32767)
+        act = self._activate(gates)
+        H = L.hidden
+        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
+        cf = L.c_frac
+        c_new = np.clip(_rshift_round(f * c, OUT_FRAC) + _rshift_round(i * g, 2 * OUT_FRAC - cf),
+                        -32768, 32767)
+        if cf > GATE_FRAC:
+            c312 = _rshift_round(c_new, cf - GATE_FRAC)
+        else:
+            c312 = np.clip(c_new << (GATE_FRAC - cf), -32768, 32767)
+        tc = lookup(self._tanh, c312, self.model.lut_shift)
+        h_new = np.clip(_rshift_round(o * tc, 2 * OUT_FRAC - H_FRAC), -128, 127)
+        return gates, c_new, h_new
+
+    def _input_part(self, k: int, x: np.ndarray) -> np.ndarray:
+        """Input accumulator of layer k, requantized to Q3.12 (any leading shape)."""
+        L = self.layers[k]
+        acc = _matmul(x, L.wx_t) + L.bx
+        return _requant(acc, L.mx, L.sx, f"layer {k} input requantization")
+
+    # ---- streaming -----------------------------------------------------------------
+
+    def reset(self, batch: int = 1) -> None:
+        H = self.model.hidden
+        self.h = [np.zeros((batch, H), dtype=np.int64) for _ in self.layers]
+        self.c = [np.zeros((batch, H), dtype=np.int64) for _ in self.layers]
+
+    def step(self, x_q: np.ndarray) -> np.ndarray:
+        """Advance every stream by one timestep; x_q int8 [B, C]. Returns the top h."""
+        if not self.h:
+            self.reset(np.asarray(x_q).shape[0])
+        x = np.asarray(x_q, dtype=np.int64)
+        for k in range(len(self.layers)):
+            _, self.c[k], self.h[k] = self._cell(k, self._input_part(k, x), self.h[k], self.c[k])
+            x = self.h[k]
+        return x
+
+    def logits(self, h_top: np.ndarray | None = None) -> np.ndarray:
+        """int32 logits [B, K] (scale 2**-out_frac) from the top layer's h."""
+        h = self.h[-1] if h_top is None else h_top
+        acc = _matmul(h, self.head_w_t) + self.head_b
+        return _requant(acc, self.head_m, self.head_s, "head requantization")
+
+    # ---- whole windows ---------------------------------------------------------------
+
+    def run(self, x_q: np.ndarray, lengths: np.ndarray | None = None,
+            trace: Trace | None = None, chunk: int = 1024) -> np.ndarray:
+        """Logits [n, K] for windows x_q int8 [n, T, C], each from a zero state and
+        read at its last valid step. Layer by layer: a layer's whole input
+        projection is one matmul, so only the recurrent part loops over time."""
+        x_q = np.asarray(x_q, dtype=np.int64)
+        n, steps, _ = x_q.shape
+        lengths = np.full(n, steps) if lengths is None else np.asarray(lengths, dtype=np.int64)
+        out = []
+        for start in range(0, n, chunk):
+            sl = slice(start, start + chunk)
+            out.append(self._run_chunk(x_q[sl], lengths[sl], trace))
+        if trace is not None:
+            for name in ("gates", "cell", "hidden"):
+                parts = getattr(trace, name)
+                per_layer = len(self.layers)
+                merged = [np.concatenate(parts[k::per_layer]) for k in range(per_layer)]
+                setattr(trace, name, merged)
+        return np.concatenate(out) if out else np.zeros((0, self.model.n_classes), np.int64)
+
+    def _run_chunk(self, seq: np.ndarray, lengths: np.ndarray, trace: Trace | None):
+        n, steps, _ = seq.shape
+        H = self.model.hidden
+        for k in range(len(self.layers)):
+            px_all = self._input_part(k, seq)
+            h = np.zeros((n, H), dtype=np.int64)
+            c = np.zeros((n, H), dtype=np.int64)
+            hs = np.empty((n, steps, H), dtype=np.int64)
+            if trace is not None:
+                gs, cs = np.empty((n, steps, 4 * H), np.int64), np.empty((n, steps, H), np.int64)
+            ragged = lengths.min() < steps
+            for t in range(steps):
+                gates, c_new, h_new = self._cell(k, px_all[:, t], h, c)
+                if ragged:  # past its length a window's state stays frozen
+                    live = (t < lengths)[:, None]
+                    c_new, h_new = np.where(live, c_new, c), np.where(live, h_new, h)
+                h, c = h_new, c_new
+                hs[:, t] = h
+                if trace is not None:
+                    gs[:, t], cs[:, t] = gates, c
+            if trace is not None:
+                trace.gates.append(gs)
+                trace.cell.append(cs)
+                trace.hidden.append(hs)
+            seq = hs
+        return self.logits(seq[np.arange(n), lengths - 1])
+
+
+# ---- window decision ---------------------------------------------------------------
+
+def decide(logits: np.ndarray, model: QuantModel) -> tuple[np.ndarray, np.ndarray]:
+    """(class, score) per window. The score is the softmax probability of the top
+    class in Q0.15, from the exp table: 32768**2 // (32768 + sum exp(l_k - l_top))."""
+    logits = np.atleast_2d(np.asarray(logits, dtype=np.int64))
+    top = np.argmax(logits, axis=1)  # first index wins ties, as on the board
+    diff = logits[np.arange(len(logits)), top][:, None] - logits  # >= 0
+    F = model.head.out_frac
+    if F > GATE_FRAC:
+        t = _rshift_round(diff, F - GATE_FRAC)
+    else:
+        t = diff << (GATE_FRAC - F)
+    t = np.minimum(t, 32768)
+    e = lookup(model.exp, -t, model.lut_shift)
+    e[np.arange(len(logits)), top] = 0
+    total = (1 << OUT_FRAC) + e.sum(axis=1)
+    score = np.minimum(((1 << (2 * OUT_FRAC)) + total // 2) // total, (1 << OUT_FRAC) - 1)
+    return top, score
