@@ -163,7 +163,7 @@ def full_lengths(n: int, steps: int, lengths) -> np.ndarray:
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-v))
+    return 0.5 * (1.0 + np.tanh(0.5 * v))  # no overflow for large |v|
 
 
 def _lstm_layer(layer: LSTMLayer, seq: np.ndarray, lengths: np.ndarray):

@@ -1,0 +1,31 @@
+"""Helpers the tests import: small float models and the CLI as a child process."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent import model as fmodel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def random_model(rng: np.random.Generator, n_in=6, hidden=16, layers=2, classes=4,
+                 scale=0.3) -> fmodel.FloatModel:
+    def layer(width):
+        return fmodel.LSTMLayer(rng.normal(0, scale, (4 * hidden, width)),
+                                rng.normal(0, scale, (4 * hidden, hidden)),
+                                rng.normal(0, 0.1, 4 * hidden), rng.normal(0, 0.1, 4 * hidden))
+    layers_ = [layer(n_in if k == 0 else hidden) for k in range(layers)]
+    return fmodel.FloatModel(layers_, rng.normal(0, 0.5, (classes, hidden)), rng.normal(0, 0.1, classes),
+                             rng.normal(0, 1, n_in), rng.uniform(0.5, 2, n_in)).validate()
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    """The real console entry point, in a child process, as a user runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "edge_agent", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
