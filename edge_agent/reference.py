@@ -45,12 +45,6 @@ def _check32(values: np.ndarray, what: str) -> None:
         raise OverflowProofError(f"{what}: a value left the int32 range")
 
 
-def _requant(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, what: str) -> np.ndarray:
-    prod = acc * mult
-    _check32(prod + (np.int64(1) << (shift - 1)), what)
-    return (prod + (np.int64(1) << (shift - 1))) >> shift
-
-
 def _matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     """Exact integer a @ w via float64 BLAS (w_t given as float64, transposed)."""
     return (a.astype(np.float64) @ w_t).astype(np.int64)
@@ -61,24 +55,51 @@ def _rshift_round(v: np.ndarray, shift: int) -> np.ndarray:
 
 
 @dataclass
+class _Requant:
+    """acc -> rshift_round(acc * mult, shift) per column, checked against int32."""
+
+    mult: np.ndarray
+    half: np.ndarray
+    shift: np.ndarray
+    what: str
+
+    @classmethod
+    def of(cls, mult: np.ndarray, shift: np.ndarray, what: str) -> "_Requant":
+        shift = shift.astype(np.int64)
+        return cls(mult.astype(np.int64), np.int64(1) << (shift - 1), shift, what)
+
+    def __call__(self, acc: np.ndarray) -> np.ndarray:
+        prod = acc * self.mult
+        prod += self.half
+        _check32(prod, self.what)
+        prod >>= self.shift
+        return prod
+
+
+def full_table(table: np.ndarray, lut_shift: int) -> np.ndarray:
+    """The interpolated table at all 65536 Q3.12 inputs: one gather per lookup
+    instead of two gathers and five operations (equal by construction)."""
+    return lookup(table, np.arange(-32768, 32768), lut_shift)
+
+
+@dataclass
 class _LayerConsts:
-    """One layer's blob arrays in the dtypes the hot loop wants, made once."""
+    """One layer's blob arrays in the form the hot loop wants, made once."""
 
     wx_t: np.ndarray
     wh_t: np.ndarray
     bx: np.ndarray
-    mx: np.ndarray
-    sx: np.ndarray
-    mh: np.ndarray
-    sh: np.ndarray
+    rq_x: _Requant
+    rq_h: _Requant
     c_frac: int
     hidden: int
 
     @classmethod
-    def of(cls, layer: QuantLayer) -> "_LayerConsts":
-        i64 = lambda a: a.astype(np.int64)
+    def of(cls, k: int, layer: QuantLayer) -> "_LayerConsts":
         return cls(layer.wx.T.astype(np.float64), layer.wh.T.astype(np.float64),
-                   i64(layer.bx), i64(layer.mx), i64(layer.sx), i64(layer.mh), i64(layer.sh),
+                   layer.bx.astype(np.int64),
+                   _Requant.of(layer.mx, layer.sx, f"layer {k} input requantization"),
+                   _Requant.of(layer.mh, layer.sh, f"layer {k} recurrent requantization"),
                    layer.c_frac, layer.wh.shape[1])
 
 
@@ -97,39 +118,29 @@ class IntegerLSTM:
 
     def __init__(self, model: QuantModel):
         self.model = model
-        self.layers = [_LayerConsts.of(layer) for layer in model.layers]
+        self.layers = [_LayerConsts.of(k, layer) for k, layer in enumerate(model.layers)]
         head = model.head
         self.head_w_t = head.w.T.astype(np.float64)
         self.head_b = head.b.astype(np.int64)
-        self.head_m = head.m.astype(np.int64)
-        self.head_s = head.s.astype(np.int64)
+        self.rq_head = _Requant.of(head.m, head.s, "head requantization")
         # sigmoid for the i, f, o blocks and tanh for g, as one table with offsets,
-        # so all four gates are looked up in one vectorised pass
-        n_table = model.sigmoid.size
-        self._gate_lut = np.concatenate([model.sigmoid, model.tanh]).astype(np.int64)
-        h = model.hidden
-        self._gate_offset = np.repeat(np.array([0, 0, n_table, 0], dtype=np.int64), h)
-        self._tanh = model.tanh.astype(np.int64)
+        # so all four gates are looked up in one gather
+        sig, tanh = full_table(model.sigmoid, model.lut_shift), full_table(model.tanh, model.lut_shift)
+        self._gate_lut = np.concatenate([sig, tanh])
+        self._gate_offset = 32768 + np.repeat(np.array([0, 0, 65536, 0], dtype=np.int64), model.hidden)
+        self._tanh = tanh
         self.h: list[np.ndarray] = []
         self.c: list[np.ndarray] = []
 
     # ---- one layer, one step -----------------------------------------------------
 
-    def _activate(self, gates: np.ndarray) -> np.ndarray:
-        shift = self.model.lut_shift
-        u = gates + 32768
-        idx = (u >> shift) + self._gate_offset
-        frac = u & ((1 << shift) - 1)
-        lo = self._gate_lut[idx]
-        hi = self._gate_lut[idx + 1]
-        return lo + (((hi - lo) * frac + (1 << (shift - 1))) >> shift)
-
     def _cell(self, k: int, px: np.ndarray, h: np.ndarray, c: np.ndarray):
         """One timestep of layer k given its input part px (Q3.12): new (gates, c, h)."""
         L = self.layers[k]
-        ph = _requant(_matmul(h, L.wh_t), L.mh, L.sh, f"layer {k} recurrent requantization")
-        gates = np.clip(px + ph, -32768, 32767)
-        act = self._activate(gates)
+        gates = L.rq_h(_matmul(h, L.wh_t))
+        gates += px
+        np.clip(gates, -32768, 32767, out=gates)
+        act = np.take(self._gate_lut, gates + self._gate_offset)
         H = L.hidden
         i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
         cf = L.c_frac
@@ -139,7 +150,7 @@ class IntegerLSTM:
             c312 = _rshift_round(c_new, cf - GATE_FRAC)
         else:
             c312 = np.clip(c_new << (GATE_FRAC - cf), -32768, 32767)
-        tc = lookup(self._tanh, c312, self.model.lut_shift)
+        tc = np.take(self._tanh, c312 + 32768)
         h_new = np.clip(_rshift_round(o * tc, 2 * OUT_FRAC - H_FRAC), -128, 127)
         return gates, c_new, h_new
 
@@ -147,7 +158,7 @@ class IntegerLSTM:
         """Input accumulator of layer k, requantized to Q3.12 (any leading shape)."""
         L = self.layers[k]
         acc = _matmul(x, L.wx_t) + L.bx
-        return _requant(acc, L.mx, L.sx, f"layer {k} input requantization")
+        return L.rq_x(acc)
 
     # ---- streaming -----------------------------------------------------------------
 
@@ -170,7 +181,7 @@ class IntegerLSTM:
         """int32 logits [B, K] (scale 2**-out_frac) from the top layer's h."""
         h = self.h[-1] if h_top is None else h_top
         acc = _matmul(h, self.head_w_t) + self.head_b
-        return _requant(acc, self.head_m, self.head_s, "head requantization")
+        return self.rq_head(acc)
 
     # ---- whole windows ---------------------------------------------------------------
 

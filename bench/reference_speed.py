@@ -1,0 +1,73 @@
+"""Integer reference throughput beside PyTorch's float nn.LSTM, same shapes, same run.
+
+Prints timesteps per second for a batch of 256 windows and for a single stream
+(one window at a time), and the ratio reference / torch (goal >= 1).
+
+    python bench/reference_speed.py [--layers 1 2] [--hidden 32] [--steps 100]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge_agent import model as fmodel  # noqa: E402
+from edge_agent.evaluate import int8_inputs  # noqa: E402
+from edge_agent.quant import quantize  # noqa: E402
+from edge_agent.reference import IntegerLSTM  # noqa: E402
+
+
+def best_of(fn, repeats: int = 5) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--inputs", type=int, default=6)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (numpy BLAS is left as is)")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    H, C, T = args.hidden, args.inputs, args.steps
+    print(f"H={H} inputs={C} steps={T}; torch threads={args.threads}; best of 5 runs")
+    print(f"{'layers':>6} {'case':>10} {'reference ts/s':>15} {'torch ts/s':>12} {'ratio':>7}")
+    for layers in args.layers:
+        net = torch.nn.LSTM(C, H, num_layers=layers, batch_first=True)
+        state = {f"lstm.{k}": v.detach().numpy() for k, v in net.state_dict().items()}
+        state["head.weight"] = rng.normal(0, 0.3, (4, H))
+        state["head.bias"] = np.zeros(4)
+        fm = fmodel.from_state_dict(state)
+        x = rng.normal(0, 1, (256, T, C)).astype(np.float32)
+        engine = IntegerLSTM(quantize(fm, x))
+        x_q = int8_inputs(engine.model, x)
+        xt = torch.tensor(x)
+        with torch.no_grad():
+            for case, batch in (("batch 256", 256), ("single", 1)):
+                n_single = 20
+                if batch == 1:
+                    ref = best_of(lambda: [engine.run(x_q[i:i + 1]) for i in range(n_single)]) / n_single
+                    tor = best_of(lambda: [net(xt[i:i + 1]) for i in range(n_single)]) / n_single
+                else:
+                    ref = best_of(lambda: engine.run(x_q))
+                    tor = best_of(lambda: net(xt))
+                ref_rate, tor_rate = batch * T / ref, batch * T / tor
+                print(f"{layers:>6} {case:>10} {ref_rate:>15,.0f} {tor_rate:>12,.0f} {ref_rate / tor_rate:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
