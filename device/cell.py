@@ -38,6 +38,14 @@ def address(buf: ptr8) -> int:
 
 
 @micropython.viper
+def _copy(dst: ptr8, src: ptr8, n: int):
+    i = 0
+    while i < n:
+        dst[i] = src[i]
+        i += 1
+
+
+@micropython.viper
 def _matvec(px: int, pw: int, n: int, rows: int, out: int):
     # out[r] = sum_j w[r, j] * x[j], bytes 0..255, n a multiple of 8. px and pw
     # come first so they are the locals viper keeps in registers.
@@ -239,6 +247,11 @@ class Model:
         st += 32 * H + _align4(8 * H)
         self.state_bytes = st
         self.hu_offsets = hu_off
+        fresh = bytearray(st)  # a reset state: h = 0 (stored 128, padding too), c = 0
+        for o in hu_off:
+            for i in range(hp):
+                fresh[o + i] = 128
+        self.fresh_state = bytes(fresh)
         self.metas = []
         for k in range(L):
             width = C if k == 0 else H
@@ -299,13 +312,7 @@ class State:
         self.reset()
 
     def reset(self):
-        buf = self.buf
-        for i in range(len(buf)):
-            buf[i] = 0
-        hp = _pad(self.model.hidden)
-        for off in self.model.hu_offsets:
-            for i in range(hp):
-                buf[off + i] = 128  # h = 0
+        _copy(self.buf, self.model.fresh_state, self.model.state_bytes)
 
     def hidden(self, layer):
         """h of a layer as signed ints (tests and debugging; allocates)."""
@@ -362,3 +369,30 @@ class Cell:
         _matvec(hu, m.arena_addr + m.off["wd"], m.head_meta[2], m.n_classes, dots)
         _head_logits(m.arena, m.head_meta, hu, dots, self.logits)
         return self.logits
+
+
+def decide(model, logits):
+    """(class, score) once per window: the softmax probability of the top class in
+    Q0.15, from the exp table (docs/arithmetic.md, "Head and decision")."""
+    k_top = 0
+    for k in range(1, model.n_classes):
+        if logits[k] > logits[k_top]:
+            k_top = k
+    top = logits[k_top]
+    ls = model.lut_shift
+    table = model.exp_table
+    total = 32768
+    for k in range(model.n_classes):
+        if k == k_top:
+            continue
+        d = top - logits[k]
+        if model.out_frac > 12:
+            t = (d + (1 << (model.out_frac - 13))) >> (model.out_frac - 12)
+        else:
+            t = d << (12 - model.out_frac)
+        u = 32768 - (t if t < 32768 else 32768)
+        i = u >> ls
+        lo = table[i]
+        total += lo + (((table[i + 1] - lo) * (u & ((1 << ls) - 1)) + (1 << (ls - 1))) >> ls)
+    score = ((1 << 30) + total // 2) // total
+    return k_top, score if score < 32767 else 32767

@@ -252,3 +252,34 @@ def decide(logits: np.ndarray, model: QuantModel) -> tuple[np.ndarray, np.ndarra
     total = (1 << OUT_FRAC) + e.sum(axis=1)
     score = np.minimum(((1 << (2 * OUT_FRAC)) + total // 2) // total, (1 << OUT_FRAC) - 1)
     return top, score
+
+
+# ---- streams -----------------------------------------------------------------------
+
+def stream_decisions(engine: IntegerLSTM, x_q: np.ndarray, window: int, hop: int,
+                     continuous: bool = False, batch: int = 256):
+    """Decision points of a sample stream x_q int8 [N, C], as device/stream.py
+    makes them: [(sample index, logits [K])].
+
+    Windowed (the default): a window starts every `hop` samples, runs from a zero
+    state and decides at its last sample; overlapping windows (hop < window) are
+    independent, which is what the board's staggered states compute. Continuous:
+    one state never reset, a decision every `hop` samples once `window` have passed.
+    """
+    if window < 1 or not 1 <= hop <= window:
+        raise ValueError("need 1 <= hop <= window")
+    x_q = np.asarray(x_q, dtype=np.int64)
+    out = []
+    if continuous:
+        engine.reset(1)
+        for t in range(len(x_q)):
+            engine.step(x_q[t][None, :])
+            if t + 1 >= window and (t + 1 - window) % hop == 0:
+                out.append((t, engine.logits()[0]))
+        return out
+    starts = np.arange(0, len(x_q) - window + 1, hop) if len(x_q) >= window else np.zeros(0, int)
+    for first in range(0, len(starts), batch):
+        chunk = starts[first:first + batch]
+        logits = engine.run(np.stack([x_q[s:s + window] for s in chunk]))
+        out.extend((int(s) + window - 1, row) for s, row in zip(chunk, logits))
+    return out

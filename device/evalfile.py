@@ -1,0 +1,78 @@
+# Windows or a sample stream from a file through the cell. The host's
+# micropython backend runs this under the unix port; it runs on a board too.
+#
+#   micropython evalfile.py windows MODEL IN OUT [trace]
+#     IN:  int32 n, T, C; int8 x [n, T, C]; int32 lengths [n]
+#     OUT: int32 logits [n, K]; with trace, after each window's logits, per
+#          step and layer: int8 h [H] then int16 c [H]
+#   micropython evalfile.py stream MODEL IN OUT
+#     IN:  int32 N, C, window, hop, continuous, raw; then int8 x [N, C], or
+#          int16 raw readings [N, C] when raw is 1 (quantized on the device)
+#     OUT: per decision: int32 sample index, class, score, logits [K]
+import struct
+import sys
+
+import blob
+import cell
+from stream import Stream
+
+
+def _ints(fh, n):
+    return struct.unpack("<%di" % n, fh.read(4 * n))
+
+
+def windows(model, src, out, trace):
+    n, steps, channels = _ints(src, 3)
+    x = src.read(n * steps * channels)
+    lengths = _ints(src, n)
+    c = cell.Cell(model)
+    state = cell.State(model)
+    H = model.hidden
+    for w in range(n):
+        state.reset()
+        base = w * steps * channels
+        for t in range(lengths[w]):
+            for ch in range(channels):
+                c.x[ch] = x[base + t * channels + ch] ^ 0x80  # int8 -> +128 encoding
+            c.step(state)
+            if trace:
+                for k in range(model.n_layers):
+                    out.write(struct.pack("<%db" % H, *state.hidden(k)))
+                    out.write(struct.pack("<%dh" % H, *state.cell(k)))
+        out.write(struct.pack("<%di" % model.n_classes, *c.head(state)))
+
+
+def stream(model, src, out):
+    total, channels, window, hop, continuous, raw = _ints(src, 6)
+    c = cell.Cell(model)
+    s = Stream(c, window, hop, continuous == 1)
+    size = 2 if raw else 1
+    for t in range(total):
+        sample = src.read(channels * size)
+        if raw:
+            for ch in range(channels):
+                c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
+            c.quantize(c.raw)
+        else:
+            for ch in range(channels):
+                c.x[ch] = sample[ch] ^ 0x80
+        ready = s.push()
+        if ready is not None:
+            logits = c.head(ready)
+            k, score = cell.decide(model, logits)
+            out.write(struct.pack("<3i", t, k, score))
+            out.write(struct.pack("<%di" % model.n_classes, *logits))
+
+
+def main(argv):
+    mode, model_path, in_path, out_path = argv[1:5]
+    model = cell.Model(blob.load(model_path))
+    with open(in_path, "rb") as src, open(out_path, "wb") as out:
+        if mode == "windows":
+            windows(model, src, out, len(argv) > 5 and argv[5] == "trace")
+        else:
+            stream(model, src, out)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,52 @@
+# Window semantics over a stream of samples; host twin: edge_agent/reference.py
+# (stream_decisions). Three cases:
+# - hop == window: one state, reset at every window start;
+# - hop < window: overlapping windows, each from a zero state. Window w starts
+#   at sample w*hop and runs in state w % n, n = ceil(window / hop): by the time
+#   window w + n starts, window w has ended, so n states suffice;
+# - continuous: one state that is never reset; a decision every hop samples
+#   once the first `window` samples have passed.
+# Counters stay below n*hop, so nothing grows (no long ints) on a board that runs for years.
+from cell import State
+
+
+class Stream:
+    def __init__(self, cell, window, hop, continuous=False):
+        if window < 1 or hop < 1 or hop > window:
+            raise ValueError("need 1 <= hop <= window")
+        self.cell = cell
+        self.window = window
+        self.hop = hop
+        self.continuous = continuous
+        n = 1 if continuous else (window + hop - 1) // hop
+        self.states = [State(cell.model) for _ in range(n)]
+        self.period = n * hop
+        self.pos = 0  # sample index modulo period
+        self.warm = False  # the first window has been filled
+        self.filled = 0
+
+    def reset(self):
+        for s in self.states:
+            s.reset()
+        self.pos = 0
+        self.warm = False
+        self.filled = 0
+
+    def push(self):
+        """Step on the sample in cell.x; return the state to decide on, or None."""
+        pos = self.pos
+        states = self.states
+        if not self.continuous and pos % self.hop == 0:
+            states[pos // self.hop].reset()
+        for s in states:
+            self.cell.step(s)
+        if not self.warm:
+            self.filled += 1
+            self.warm = self.filled >= self.window
+        ready = None
+        if self.warm:
+            start = (pos - self.window + 1) % self.period  # of the window ending here
+            if start % self.hop == 0:
+                ready = states[0] if self.continuous else states[start // self.hop]
+        self.pos = pos + 1 if pos + 1 < self.period else 0
+        return ready
