@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--blob", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--backend", default="numpy", choices=["numpy"])
+    p.add_argument("--backend", default="numpy", choices=["numpy", "micropython"],
+                   help="numpy: the integer reference; micropython: device/ under the unix port")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--dump", help="write int8 logits and predictions (.npz)")
     p.set_defaults(run=cmd_evaluate)

@@ -9,7 +9,7 @@ from .errors import UserError
 from .model import FloatModel
 from .reference import IntegerLSTM, decide, quantize_raw, to_raw
 
-BACKENDS = ("numpy",)
+BACKENDS = ("numpy", "micropython")
 
 
 def check_match(model: FloatModel, qmodel: QuantModel) -> None:
@@ -29,9 +29,15 @@ def int8_inputs(qmodel: QuantModel, x: np.ndarray) -> np.ndarray:
 
 
 def int_logits(qmodel: QuantModel, x: np.ndarray, lengths=None, backend: str = "numpy") -> np.ndarray:
-    if backend not in BACKENDS:
-        raise UserError(f"backend {backend!r} is not available (choose from {', '.join(BACKENDS)})")
-    return IntegerLSTM(qmodel).run(int8_inputs(qmodel, x), lengths)
+    """int32 logits from the reference (numpy) or from device/ under MicroPython."""
+    x_q = int8_inputs(qmodel, x)
+    if backend == "numpy":
+        return IntegerLSTM(qmodel).run(x_q, lengths)
+    if backend == "micropython":
+        from . import blob, unixport
+
+        return unixport.run_windows(blob.pack(qmodel), x_q, lengths)
+    raise UserError(f"backend {backend!r} is not available (choose from {', '.join(BACKENDS)})")
 
 
 def evaluate(model: FloatModel, qmodel: QuantModel, split: Split, backend: str = "numpy"):

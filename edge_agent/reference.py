@@ -254,6 +254,12 @@ def decide(logits: np.ndarray, model: QuantModel) -> tuple[np.ndarray, np.ndarra
     return top, score
 
 
+def score_fraction(score_q15: int) -> float:
+    """The published score: Q0.15 rounded half up to 4 decimals, in integers, so
+    the board and the host print the same number."""
+    return ((int(score_q15) * 10000 + 16384) >> 15) / 10000
+
+
 # ---- streams -----------------------------------------------------------------------
 
 def stream_decisions(engine: IntegerLSTM, x_q: np.ndarray, window: int, hop: int,

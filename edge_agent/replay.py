@@ -9,7 +9,7 @@ from .blob import QuantModel
 from .errors import UserError
 from .evaluate import int8_inputs
 from .recording import Recording
-from .reference import IntegerLSTM, decide, stream_decisions
+from .reference import IntegerLSTM, decide, score_fraction, stream_decisions
 
 Q15 = 32768
 
@@ -41,4 +41,4 @@ def detections(rec: Recording, qmodel: QuantModel, window: int, hop: int,
         if score >= limits[cls]:
             seq += 1
             yield {"seq": seq, "t": round(float(rec.t[t]), 3),
-                   "class": int(cls), "label": labels[cls], "score": round(int(score) / Q15, 4)}
+                   "class": int(cls), "label": labels[cls], "score": score_fraction(score)}

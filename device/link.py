@@ -1,0 +1,31 @@
+# The serial line protocol, device side (host twin: edge_agent/link.py).
+#
+# Board -> host: "EA1 <kind> <json>*<crc32 as 8 hex digits>\n", the CRC taken
+# over "<kind> <json>". The prefix and the CRC let the host tell a message from
+# stray REPL output, and a corrupted line from a good one.
+# Host -> board: "s <v1> <v2> ...\n", one sample of raw int16 readings, or
+# "c <json>\n", a command.
+import json
+
+try:
+    from binascii import crc32
+except ImportError:
+    from blob import _crc32_table as crc32
+
+PREFIX = "EA1 "
+
+
+def frame(kind, payload):
+    body = kind + " " + json.dumps(payload)
+    return "%s%s*%08x\n" % (PREFIX, body, crc32(body.encode()) & 0xFFFFFFFF)
+
+
+def parse_sample(line, out):
+    """Fill out (array 'h') from "s v1 v2 ..."; False if the line is not a sample."""
+    parts = line.split()
+    if len(parts) != len(out) + 1 or parts[0] != "s":
+        return False
+    for i in range(len(out)):
+        v = int(parts[i + 1])
+        out[i] = -32768 if v < -32768 else 32767 if v > 32767 else v
+    return True
