@@ -10,6 +10,8 @@
 # - signed 32-bit constants are read as two 16-bit halves: on the unix port a
 #   ptr32 load is zero-extended, on the boards it is not; halves agree on both.
 # - no literal above 0x3fffffff (it would become an object on the boards).
+# Buffers passed to viper pointer parameters carry "pyright: ignore" marks: the
+# stubs' ptr8/ptr16/ptr32 types do not admit the bytearrays viper accepts.
 import array
 import struct
 
@@ -280,7 +282,7 @@ class Model:
         self.ip0 = _pad(C)
         self.head_meta = array.array("i", [off["head"], K, hp])
         self.in_meta = array.array("i", [off["in"], C])
-        self.arena_addr = address(arena)
+        self.arena_addr = address(arena)  # pyright: ignore[reportArgumentType]
 
     def _offset_rows(self, b, tag, layer, rows, width, padded, dest):
         """Copy int8 rows into the arena as w + 128, padded with 128; return row sums."""
@@ -308,11 +310,11 @@ class State:
     def __init__(self, model):
         self.model = model
         self.buf = bytearray(model.state_bytes)
-        self.addr = address(self.buf)
+        self.addr = address(self.buf)  # pyright: ignore[reportArgumentType]
         self.reset()
 
     def reset(self):
-        _copy(self.buf, self.model.fresh_state, self.model.state_bytes)
+        _copy(self.buf, self.model.fresh_state, self.model.state_bytes)  # pyright: ignore[reportArgumentType]
 
     def hidden(self, layer):
         """h of a layer as signed ints (tests and debugging; allocates)."""
@@ -332,13 +334,13 @@ class Cell:
         self.x = bytearray(model.ip0)
         for i in range(model.ip0):
             self.x[i] = 128
-        self.x_addr = address(self.x)
+        self.x_addr = address(self.x)  # pyright: ignore[reportArgumentType]
         self.raw = array.array("h", [0] * model.n_inputs)
         self.logits = array.array("i", [0] * model.n_classes)
 
     def quantize(self, raw):
         """raw: int16 readings, one per channel (array 'h'); the result goes to self.x."""
-        _quantize(self.model.arena, self.model.in_meta, raw, self.x)
+        _quantize(self.model.arena, self.model.in_meta, raw, self.x)  # pyright: ignore[reportArgumentType]
 
     def set_input(self, x_q):
         """Feed already-quantized int8 inputs (conformance tests)."""
@@ -367,7 +369,7 @@ class Cell:
         hu = state.addr + m.metas[m.n_layers - 1][M_HU]
         dots = state.addr + m.metas[0][M_DX]
         _matvec(hu, m.arena_addr + m.off["wd"], m.head_meta[2], m.n_classes, dots)
-        _head_logits(m.arena, m.head_meta, hu, dots, self.logits)
+        _head_logits(m.arena, m.head_meta, hu, dots, self.logits)  # pyright: ignore[reportArgumentType]
         return self.logits
 
 

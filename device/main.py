@@ -80,7 +80,6 @@ class Detector:
         self.windows = 0
         self.sensor_errors = 0
         self.started = time.ticks_ms()
-        self.model = None
         self.use(load_model(self.pub.publish))
 
     def use(self, model):

