@@ -93,7 +93,7 @@ def cmd_replay(args) -> int:
     found = 0
     try:
         for det in detections(rec, qm, window, hop, settings.thresholds, settings.labels or None,
-                              progress=bar.update if bar else None):
+                              settings.continuous, progress=bar.update if bar else None):
             found += 1
             if args.json:
                 print(json.dumps(det), flush=True)

@@ -45,6 +45,7 @@ class Settings:
     sensor: Sensor = field(default_factory=Sensor)
     window: int = 100
     hop: int = 100
+    continuous: bool = False
     labels: list[str] = field(default_factory=list)
     thresholds: dict[str, float] = field(default_factory=lambda: {"default": 0.5})
     publisher: Publisher = field(default_factory=Publisher)
