@@ -61,6 +61,7 @@ class Blob:
     def __init__(self, data):
         f = check(data)
         self.data = data
+        self.crc = struct.unpack_from("<I", data, f[3] - 4)[0]  # names the model in messages
         self.n_inputs, self.hidden, self.n_classes = f[4], f[5], f[6]
         self.n_layers, self.lut_shift, self.out_frac = f[7], f[8], f[9]
         total = f[3]

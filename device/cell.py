@@ -216,6 +216,7 @@ class Model:
             raise ValueError("model too wide for the int32 proof of the +128 encoding")
         self.n_inputs, self.hidden, self.n_classes, self.n_layers = C, H, K, L
         self.labels = b.labels()
+        self.crc = b.crc
         self.out_frac = b.out_frac
         self.lut_shift = b.lut_shift
         hp = _pad(H)

@@ -94,6 +94,7 @@ class Detector:
         self.pub.publish("ready", {
             "device_id": cfg["device_id"], "inputs": model.n_inputs, "hidden": model.hidden,
             "layers": model.n_layers, "classes": model.n_classes, "labels": self.labels,
+            "model_crc": "%08x" % model.crc,
             "window": cfg["window"], "hop": cfg["hop"], "continuous": cfg["continuous"],
             "model_ram": model.arena_bytes + model.state_bytes * len(self.stream.states),
             "mem_free": gc.mem_free()})
@@ -113,7 +114,7 @@ class Detector:
             if "window" in cmd or "hop" in cmd or "continuous" in cmd:
                 self.stream = Stream(self.cell, self.cfg["window"], self.cfg["hop"], self.cfg["continuous"])
                 self.pub.publish("ack", {"window": self.cfg["window"], "hop": self.cfg["hop"],
-                                         "continuous": self.cfg["continuous"]})
+                                         "continuous": self.cfg["continuous"], "samples": self.samples})
             if cmd.get("status"):
                 self.status()
         except (ValueError, TypeError, KeyError) as exc:

@@ -16,27 +16,46 @@ class Sensor:
 
 class StreamSensor(Sensor):
     """Samples arrive over the serial link from the host ("s v1 v2 ...").
-    Other host lines (commands) are handed to on_command."""
+    Other host lines (commands) are handed to on_command. Reads byte by byte
+    whatever is waiting, so a Ctrl-C from a host tool is seen at once (the unix
+    port has no interrupt character on a pseudo-terminal; boards raise it anyway)."""
 
     def __init__(self, channels, on_command=None):
         import select
 
+        self.stdin = sys.stdin.buffer
         self.poll = select.poll()
         self.poll.register(sys.stdin, select.POLLIN)
         self.on_command = on_command
-        self.eof = False
+        self.line = bytearray(256)
+        self.n = 0
 
     def read(self, out):
-        if not self.poll.poll(0):
-            return False
-        line = sys.stdin.readline()
-        if not line:
-            self.eof = True  # the host closed the link
-            return False
-        if parse_sample(line, out):
-            return True
-        if line.startswith("c ") and self.on_command:
-            self.on_command(line[2:])
+        while self.poll.poll(0):
+            b = self.stdin.read(1)
+            if not b:
+                self.eof = True  # the host closed the link
+                return False
+            c = b[0]
+            if c == 3:
+                raise KeyboardInterrupt  # Ctrl-C: back to the REPL, as on a board
+            if c != 10 and c != 13:
+                if self.n < len(self.line):
+                    self.line[self.n] = c
+                    self.n += 1
+                continue
+            if self.n == 0:
+                continue
+            try:
+                text = str(bytes(self.line[:self.n]), "utf-8")
+                self.n = 0
+                if parse_sample(text, out):
+                    return True
+            except ValueError:  # a garbled line: skip it, keep streaming
+                self.n = 0
+                continue
+            if text.startswith("c ") and self.on_command:
+                self.on_command(text[2:])
         return False
 
 

@@ -17,14 +17,14 @@ DEMO_BLOB = DATA_DIR / "demo.bin"
 DEMO_RECORDING = DATA_DIR / "demo_recording.csv"
 
 
-def _progress(total: int, desc: str, quiet: bool):
+def _progress(total: int, desc: str, quiet: bool, unit: str = "it"):
     """A tqdm bar on stderr, or nothing when output is machine-read."""
     if quiet or total <= 0:
         return None
     from tqdm import tqdm
 
     # disable=None: no bar when stderr is not a terminal (logs, pipes, CI)
-    return tqdm(total=total, desc=desc, unit="win", file=sys.stderr, leave=False, disable=None)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)
 
 
 def cmd_quantize(args) -> int:
@@ -77,34 +77,79 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    import time
+
     from . import blob, config, recording
     from .replay import detections
 
     settings = config.load(args.config)
-    blob_path = args.blob or (settings.model_file() if settings.source else DEMO_BLOB)
+    blob_path = Path(args.blob) if args.blob else (settings.model_file() if settings.source else DEMO_BLOB)
     qm = blob.read(blob_path)
     rec_path = args.recording or DEMO_RECORDING
     rec = recording.load(rec_path, settings.sensor.rate_hz)
-    window, hop = args.window or settings.window, args.hop or settings.hop
-    if window < 1 or not 1 <= hop <= window:
-        raise UserError(f"--window must be >= 1 and --hop between 1 and the window ({window})")
-    n_windows = len(recording.windows(len(rec.x), window, hop))
-    bar = _progress(n_windows, "replay", args.json)
+    settings.window = args.window or settings.window
+    settings.hop = args.hop or settings.hop
+    if args.window and not args.hop and settings.hop > settings.window:
+        settings.hop = settings.window
+    settings.check()
+    bar = _progress(len(rec.x), f"replay ({args.backend})", args.json, unit="sample")
     found = 0
+    start = time.monotonic()
     try:
-        for det in detections(rec, qm, window, hop, settings.thresholds, settings.labels or None,
-                              settings.continuous, progress=bar.update if bar else None):
+        for det in detections(rec, qm, settings, args.backend, blob_path, args.port, args.realtime,
+                              progress=bar.update if bar else None):
+            if args.realtime and args.backend == "numpy":  # the reference is instant: pace its output
+                time.sleep(max(0.0, det["t"] - float(rec.t[0]) - (time.monotonic() - start)))
             found += 1
             if args.json:
                 print(json.dumps(det), flush=True)
             else:
                 line = f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} score {det['score']:.3f}"
-                (bar.write(line) if bar else print(line))
+                (bar.write(line) if bar else print(line, flush=True))
     finally:
         if bar:
             bar.close()
     if not args.json:
-        print(f"{found} detections in {n_windows} windows of {rec_path}", file=sys.stderr)
+        print(f"{found} detections from {rec_path} ({args.backend})", file=sys.stderr)
+    return 0
+
+
+def cmd_board(args) -> int:
+    import signal
+    import threading
+
+    from .board import VirtualBoard
+
+    if not args.emulate:
+        raise UserError("only a virtual board can be started here: edge-agent board --emulate")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with VirtualBoard(args.dir, log=lambda m: print(m, file=sys.stderr, flush=True)) as vboard:
+        print(f"port: {vboard.port}", flush=True)
+        print(f"flash: {vboard.dir}", file=sys.stderr, flush=True)
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_flash(args) -> int:
+    from . import config
+    from .flash import flash
+
+    settings = config.load(args.config)
+    blob_path = Path(args.blob) if args.blob else (settings.model_file() if settings.source else DEMO_BLOB)
+    result = flash(settings, blob_path, args.port or settings.port, args.board or settings.board,
+                   progress=not args.quiet, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    print(f"flashed {result.port} ({result.arch}): wrote {len(result.written)} file(s)"
+          f"{' (' + ', '.join(result.written) + ')' if result.written else ''}, "
+          f"{len(result.skipped)} unchanged, {result.seconds:.2f} s; runner ready: "
+          f"{result.ready['layers']} layer(s), hidden {result.ready['hidden']}, "
+          f"model RAM {result.ready['model_ram']} bytes")
+    for err in result.ready.get("errors", []):
+        print(f"warning: the board said: {err.get('what')}: {err.get('reason')}", file=sys.stderr)
     return 0
 
 
@@ -131,14 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dump", help="write int8 logits and predictions (.npz)")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("replay", help="run a recording through the emulator; print detections")
+    p = sub.add_parser("replay", help="run a recording through a backend; print its detections")
     p.add_argument("recording", nargs="?", help="CSV or .npz (default: the bundled demo)")
     p.add_argument("--blob", help="model blob (default: config's model, else the bundled demo)")
-    p.add_argument("--config", help="config.yaml (window, hop, thresholds, labels)")
-    p.add_argument("--window", type=int)
-    p.add_argument("--hop", type=int)
+    p.add_argument("--config", help="config.yaml (window, hop, thresholds, labels, rate)")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "micropython", "board"],
+                   help="numpy: the reference; micropython: a virtual board made for this run; "
+                        "board: a flashed board on --port")
+    p.add_argument("--port", help="the board's serial port (backend board; default: config's)")
+    p.add_argument("--window", type=int, help="samples per window (overrides the config)")
+    p.add_argument("--hop", type=int, help="samples between decisions (overrides the config)")
+    p.add_argument("--realtime", action="store_true", help="pace samples at the sensor rate")
     p.add_argument("--json", action="store_true", help="JSON lines, no progress bar")
     p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("board", help="start a virtual board on a pseudo-terminal; prints its port")
+    p.add_argument("--emulate", action="store_true", help="the MicroPython unix port as the board")
+    p.add_argument("--dir", help="the board's flash directory (default: a new temp dir)")
+    p.set_defaults(run=cmd_board)
+
+    p = sub.add_parser("flash", help="runner + model + config onto a board")
+    p.add_argument("--port", help="serial port, or auto (USB VID:PID); default: config's")
+    p.add_argument("--board", choices=["rp2040", "esp32", "auto"], help="default: config's")
+    p.add_argument("--blob", help="model blob (default: config's model)")
+    p.add_argument("--config", help="config.yaml (default: ./config.yaml)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=cmd_flash)
     return parser
 
 

@@ -66,6 +66,11 @@ class Settings:
             raise UserError(f"{where}: device_id must be non-empty without '/', '+' or '#'")
         return self
 
+    def threshold_q15(self, label: str) -> int:
+        """The detection threshold of a label as the board compares it (Q0.15)."""
+        value = self.thresholds.get(label, self.thresholds.get("default", 0.0))
+        return int(round(value * 32768))
+
     def model_file(self) -> Path:
         """The model blob, which must exist."""
         if not self.model.is_file():

@@ -1,44 +1,165 @@
-"""Replay a recording through the emulator: the detections the board would publish."""
+"""Replay a recording: the detections a board would publish, from any backend.
+
+numpy: the integer reference. board: the samples stream over serial to a
+flashed board, real or virtual, which sends its detections back. micropython:
+the same as board, on a virtual board made and flashed for this replay.
+"""
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from typing import Iterator
 
 import numpy as np
 
+from . import link
 from .blob import QuantModel
+from .config import Settings
 from .errors import UserError
 from .evaluate import int8_inputs
 from .recording import Recording
-from .reference import IntegerLSTM, decide, score_fraction, stream_decisions
+from .reference import IntegerLSTM, decide, score_fraction, stream_decisions, to_raw
 
-Q15 = 32768
-
-
-def threshold_q15(thresholds: dict[str, float], label: str) -> int:
-    value = thresholds.get(label, thresholds.get("default", 0.0))
-    return int(round(value * Q15))
+BACKENDS = ("numpy", "micropython", "board")
 
 
-def detections(rec: Recording, qmodel: QuantModel, window: int, hop: int,
-               thresholds: dict[str, float], labels: list[str] | None = None,
-               continuous: bool = False, progress=None) -> Iterator[dict]:
-    if rec.x.shape[1] != qmodel.n_inputs:
-        raise UserError(f"recording has {rec.x.shape[1]} channels, the model takes {qmodel.n_inputs}")
-    labels = labels or qmodel.class_names
+def _labels(settings: Settings, qmodel: QuantModel) -> list[str]:
+    labels = settings.labels or qmodel.class_names
     if len(labels) != qmodel.n_classes:
         raise UserError(f"{len(labels)} labels configured for a model with {qmodel.n_classes} classes")
+    return labels
+
+
+def numpy_detections(rec: Recording, qmodel: QuantModel, settings: Settings, progress=None) -> Iterator[dict]:
+    labels = _labels(settings, qmodel)
     x_q = int8_inputs(qmodel, rec.x)
-    engine = IntegerLSTM(qmodel)
-    limits = np.array([threshold_q15(thresholds, label) for label in labels])
-    points = stream_decisions(engine, x_q, window, hop, continuous)
+    points = stream_decisions(IntegerLSTM(qmodel), x_q, settings.window, settings.hop, settings.continuous)
+    if progress is not None:
+        progress(len(rec.x))
     if not points:
         return
     classes, scores = decide(np.stack([logits for _, logits in points]), qmodel)
+    limits = [settings.threshold_q15(label) for label in labels]
     seq = 0
     for (t, _), cls, score in zip(points, classes, scores):
-        if progress is not None:
-            progress(1)
         if score >= limits[cls]:
             seq += 1
-            yield {"seq": seq, "t": round(float(rec.t[t]), 3),
-                   "class": int(cls), "label": labels[cls], "score": score_fraction(score)}
+            yield {"seq": seq, "t": round(float(rec.t[t]), 3), "class": int(cls),
+                   "label": labels[cls], "score": score_fraction(score)}
+
+
+class _BoardLink:
+    """The runner's line protocol over a serial port, read by a thread so the
+    board never blocks on a full output buffer while we write samples."""
+
+    def __init__(self, port: str):
+        import serial
+
+        try:
+            self.serial = serial.Serial(port, 115200, timeout=0.1)
+        except (serial.SerialException, OSError) as exc:
+            raise UserError(f"{port}: cannot open the serial port ({exc})") from None
+        self.messages: queue.Queue = queue.Queue()
+        self.other: list[link.Message] = []  # messages passed over while waiting for one kind
+        self.corrupt = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        while not self._stop.is_set():
+            try:
+                chunk = self.serial.read(self.serial.in_waiting or 1)
+            except OSError:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                try:
+                    msg = link.parse(line)
+                except link.CorruptLine:
+                    self.corrupt += 1
+                    continue
+                if msg is not None:
+                    self.messages.put(msg)
+
+    def wait_for(self, kind: str, timeout: float, where=lambda p: True) -> dict:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                msg = self.messages.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            if msg.kind == kind and where(msg.payload):
+                return msg.payload
+            self.other.append(msg)
+        raise UserError(f"the board sent no '{kind}' within {timeout:.0f} s: is the runner flashed and running?")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.serial.close()
+
+
+def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, port: str,
+                     realtime: bool = False, progress=None) -> Iterator[dict]:
+    raw = to_raw(rec.x, qmodel.inputs)
+    board = _BoardLink(port)
+    try:
+        board.serial.write(link.command_line({"window": settings.window, "hop": settings.hop,
+                                              "continuous": settings.continuous}))
+        ack = board.wait_for("ack", 10)
+        base = ack["samples"]
+        period = 1.0 / settings.sensor.rate_hz
+        next_t = time.monotonic()
+        for n, row in enumerate(raw):
+            if realtime:
+                next_t += period
+                time.sleep(max(0.0, next_t - time.monotonic()))
+            board.serial.write(link.sample_line(row))
+            if progress is not None and n % 64 == 63:
+                progress(64)
+        if progress is not None:
+            progress(len(raw) % 64)
+        board.serial.write(link.command_line({"status": True}))
+        board.wait_for("status", 60 + len(raw) * 0.01, lambda p: p["samples"] >= base + len(raw))
+        dets = [m.payload for m in board.other if m.kind == "det"]
+        while not board.messages.empty():
+            msg = board.messages.get()
+            if msg.kind == "det":
+                dets.append(msg.payload)
+    finally:
+        board.close()
+    for seq, det in enumerate(dets, start=1):
+        t = det["sample"] - base
+        yield {"seq": seq, "t": round(float(rec.t[t]), 3), "class": det["class"],
+               "label": det["label"], "score": det["score"]}
+
+
+def micropython_detections(rec: Recording, qmodel_path, qmodel: QuantModel, settings: Settings,
+                           progress=None) -> Iterator[dict]:
+    from .board import VirtualBoard
+    from .flash import flash
+
+    with VirtualBoard() as vboard:
+        flash(settings, qmodel_path, port=vboard.port, progress=False, warn=lambda m: None)
+        yield from board_detections(rec, qmodel, settings, vboard.port, progress=progress)
+
+
+def detections(rec: Recording, qmodel: QuantModel, settings: Settings, backend: str = "numpy",
+               blob_path=None, port: str | None = None, realtime: bool = False,
+               progress=None) -> Iterator[dict]:
+    if rec.x.shape[1] != qmodel.n_inputs:
+        raise UserError(f"recording has {rec.x.shape[1]} channels, the model takes {qmodel.n_inputs}")
+    _labels(settings, qmodel)
+    if backend == "numpy":
+        return numpy_detections(rec, qmodel, settings, progress)
+    if backend == "micropython":
+        return micropython_detections(rec, blob_path, qmodel, settings, progress)
+    if backend == "board":
+        from .flash import find_port
+
+        return board_detections(rec, qmodel, settings, find_port(port or settings.port), realtime, progress)
+    raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
