@@ -14,7 +14,7 @@ import time
 
 from .errors import UserError
 
-CHUNK = 2048  # bytes of file per raw-REPL exec (base64 of it: 2732 characters)
+CHUNK = 8192  # bytes of file per raw-REPL exec: few round trips, ~20 KB transient on the board
 
 
 _SHA_HELPER = """
