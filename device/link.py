@@ -15,8 +15,20 @@ except ImportError:
 PREFIX = "EA1 "
 
 
+def dumps(payload):
+    """JSON, with "score" (held as an integer in 1/10000) written as an exact
+    four-decimal number: a float's repr differs between ports, this does not."""
+    score = payload.get("score")
+    if not isinstance(score, int):
+        return json.dumps(payload)
+    payload["score"] = -1
+    text = json.dumps(payload)
+    payload["score"] = score
+    return text.replace('"score": -1', '"score": %d.%04d' % (score // 10000, score % 10000))
+
+
 def frame(kind, payload):
-    body = kind + " " + json.dumps(payload)
+    body = kind + " " + dumps(payload)
     return "%s%s*%08x\n" % (PREFIX, body, crc32(body.encode()) & 0xFFFFFFFF)
 
 

@@ -3,7 +3,7 @@
 # `edge-agent flash`) and model.bin from the board's filesystem.
 import gc
 import json
-import sys
+import struct
 import time
 
 import blob
@@ -71,16 +71,23 @@ def load_model(say):
     return model
 
 
+def boot_id():
+    import os
+
+    return "%08x" % struct.unpack("<I", os.urandom(4))[0]
+
+
 class Detector:
-    def __init__(self, cfg, publisher):
+    def __init__(self, cfg, publisher, boot, model):
         self.cfg = cfg
         self.pub = publisher
+        self.boot = boot
         self.seq = 0
         self.samples = 0
         self.windows = 0
         self.sensor_errors = 0
         self.started = time.ticks_ms()
-        self.use(load_model(self.pub.publish))
+        self.use(model)
 
     def use(self, model):
         cfg = self.cfg
@@ -92,7 +99,7 @@ class Detector:
         self.thresholds = q if q and len(q) == model.n_classes else [0] * model.n_classes
         gc.collect()
         self.pub.publish("ready", {
-            "device_id": cfg["device_id"], "inputs": model.n_inputs, "hidden": model.hidden,
+            "device_id": cfg["device_id"], "boot": self.boot, "inputs": model.n_inputs, "hidden": model.hidden,
             "layers": model.n_layers, "classes": model.n_classes, "labels": self.labels,
             "model_crc": "%08x" % model.crc,
             "window": cfg["window"], "hop": cfg["hop"], "continuous": cfg["continuous"],
@@ -133,9 +140,9 @@ class Detector:
         if score >= self.thresholds[k]:
             self.seq += 1
             self.pub.publish("det", {
-                "seq": self.seq, "t_ms": time.ticks_diff(time.ticks_ms(), self.started),
+                "seq": self.seq, "boot": self.boot, "t_ms": time.ticks_diff(time.ticks_ms(), self.started),
                 "sample": self.samples - 1, "class": k, "label": self.labels[k],
-                "score": ((score * 10000 + 16384) >> 15) / 10000})
+                "score": (score * 10000 + 16384) >> 15})  # 1/10000 units: link.dumps writes 0.nnnn
 
     def status(self):
         gc.collect()
@@ -156,8 +163,12 @@ def watchdog():
 
 def run():
     cfg = read_config()
-    pub = publishers.SerialPublisher()
-    det = Detector(cfg, pub)
+    boot = boot_id()
+    publishers.start_wifi(cfg.get("wifi"))
+    model = load_model(publishers.SerialPublisher().publish)
+    labels = cfg["labels"] or model.labels
+    pub = publishers.make(cfg["publisher"], cfg["device_id"], labels, boot)
+    det = Detector(cfg, pub, boot, model)
     sensor = sensors.make(cfg["sensor"], det.model.n_inputs, det.command)
     period_us = int(1000000 // cfg["sensor"].get("rate_hz", 50))
     timed = cfg["sensor"].get("kind", "stream") != "stream"
@@ -182,12 +193,18 @@ def run():
             if sensor.eof:
                 break
             time.sleep_ms(1)
+        pub.poll()
         if time.ticks_diff(time.ticks_ms(), last_status) >= status_ms:
             last_status = time.ticks_ms()
             det.status()
         if wdt:
             wdt.feed()
     det.status()
+    end = time.ticks_add(time.ticks_ms(), 3000)  # the host closed the link: flush what is queued
+    while getattr(pub.publishers[-1], "client", None) and pub.publishers[-1].client.pending() \
+            and time.ticks_diff(end, time.ticks_ms()) > 0:
+        pub.poll()
+        time.sleep_ms(5)
 
 
 if __name__ == "__main__":

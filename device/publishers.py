@@ -16,3 +16,115 @@ class SerialPublisher:
 
     def poll(self):
         pass
+
+
+class Fanout:
+    """Several publishers behind one: the serial console always, MQTT when configured."""
+
+    def __init__(self, publishers):
+        self.publishers = publishers
+
+    def publish(self, kind, payload):
+        for p in self.publishers:
+            p.publish(kind, payload)
+
+    def poll(self):
+        for p in self.publishers:
+            p.poll()
+
+
+def make(cfg, device_id, labels, boot):
+    pubs = [SerialPublisher()]
+    if cfg.get("kind") == "mqtt":
+        pubs.append(MQTTPublisher(cfg, device_id, labels, boot))
+    return Fanout(pubs)
+
+
+def start_wifi(cfg):
+    """Join the configured WiFi network without waiting: MQTT retries until it is up."""
+    if not cfg or not cfg.get("ssid"):
+        return
+    try:
+        import network
+    except ImportError:
+        return  # no radio on this port (the unix port reaches the broker directly)
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(cfg["ssid"], cfg.get("password", ""))
+
+
+class MQTTPublisher:
+    """Detections, status and metrics on MQTT (topics: docs/mqtt.md), with Home
+    Assistant discovery sent on every connect and when Home Assistant says online."""
+
+    def __init__(self, cfg, device_id, labels, boot):
+        from mqtt import MQTTClient
+
+        self.prefix = "%s/%s" % (cfg.get("topic_prefix", "edge"), device_id)
+        self.device_id = device_id
+        self.labels = labels
+        self.boot = boot
+        self.client = MQTTClient(
+            cfg.get("client_id") or "edge-agent-" + device_id, cfg.get("host", "localhost"),
+            cfg.get("port", 1883), cfg.get("username"), cfg.get("password"), cfg.get("keepalive", 30),
+            will=(self.prefix + "/status", "offline", True), queue_len=cfg.get("queue_len", 64),
+            on_message=self._message, on_connect=self._connected)
+        self.client.subscribe("homeassistant/status")
+
+    def _connected(self):
+        # status and discovery go ahead of anything queued while offline
+        c = self.client
+        c.queue.insert(0, (self.prefix + "/status", "online", 1, True, False))
+        for topic, payload in discovery(self.prefix, self.device_id, self.labels):
+            c.queue.insert(1, (topic, payload, 1, True, False))
+
+    def _message(self, topic, payload):
+        if topic == "homeassistant/status" and payload == b"online":
+            for topic, payload in discovery(self.prefix, self.device_id, self.labels):
+                self.client.publish(topic, payload, 1, True)
+
+    def publish(self, kind, payload):
+        import json
+
+        from link import dumps
+
+        c = self.client
+        if kind == "det":
+            c.publish(self.prefix + "/detection", dumps({
+                "seq": payload["seq"], "boot": self.boot, "t": payload["t_ms"] / 1000,
+                "class": payload["class"], "label": payload["label"], "score": payload["score"]}), 1)
+        elif kind == "status":
+            metrics = dict(payload)
+            metrics["boot"] = self.boot
+            metrics["dropped"] = c.dropped
+            metrics["queued"] = c.pending()
+            c.publish(self.prefix + "/metrics", json.dumps(metrics), 0)
+        elif kind in ("ready", "error"):
+            c.publish(self.prefix + "/" + ("info" if kind == "ready" else "log"), json.dumps(payload), 1,
+                      kind == "ready")
+
+    def poll(self):
+        self.client.poll()
+
+
+def discovery(prefix, device_id, labels):
+    """Home Assistant MQTT discovery: an event entity (one event type per label)
+    and a score sensor, both available while the status topic says online.
+    Host twin: edge_agent/mqtt.py discovery()."""
+    import json
+
+    device = {"identifiers": ["edge-agent-" + device_id], "name": device_id,
+              "manufacturer": "edge-agent", "model": "LSTM detector"}
+    avail = {"availability_topic": prefix + "/status", "payload_available": "online",
+             "payload_not_available": "offline"}
+    event = {"name": "Detection", "unique_id": device_id + "-detection", "state_topic": prefix + "/detection",
+             "event_types": list(labels),
+             "value_template": "{{ {'event_type': value_json.label, 'score': value_json.score, 'seq': value_json.seq} | tojson }}",
+             "device": device}
+    score = {"name": "Score", "unique_id": device_id + "-score", "state_topic": prefix + "/detection",
+             "value_template": "{{ value_json.score }}", "state_class": "measurement", "device": device}
+    event.update(avail)
+    score.update(avail)
+    return [("homeassistant/event/%s/detection/config" % device_id, json.dumps(event)),
+            ("homeassistant/sensor/%s/score/config" % device_id, json.dumps(score))]

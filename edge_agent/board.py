@@ -30,8 +30,10 @@ class VirtualBoard:
             self._tmp = tempfile.mkdtemp(prefix="edge-agent-board-")
             flash_dir = self._tmp
         self.dir = Path(flash_dir).resolve()
-        if not self.dir.is_dir():
-            raise UserError(f"{self.dir}: board directory not found")
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.dir}: cannot use as the board's flash ({exc.strerror})") from None
         self.log = log or (lambda msg: None)
         self.master, self.slave = pty.openpty()
         tty.setraw(self.slave)  # no echo, no line editing, no CR/LF rewriting

@@ -92,6 +92,9 @@ def cmd_replay(args) -> int:
     if args.window and not args.hop and settings.hop > settings.window:
         settings.hop = settings.window
     settings.check()
+    if args.mqtt:
+        return _publish_replay(args, settings, qm, detections(rec, qm, settings, args.backend, blob_path,
+                                                              args.port, args.realtime))
     bar = _progress(len(rec.x), f"replay ({args.backend})", args.json, unit="sample")
     found = 0
     start = time.monotonic()
@@ -153,6 +156,200 @@ def cmd_flash(args) -> int:
     return 0
 
 
+def _mqtt_target(args):
+    from . import mqtt
+
+    return mqtt.target(args.mqtt, args.username, args.password_file, args.tls_ca, args.insecure)
+
+
+def _publish_replay(args, settings, qm, dets) -> int:
+    """Publish detections as a board would: status, discovery, detections (QoS 1), metrics."""
+    import os
+
+    from . import mqtt
+
+    device_id = args.device_id or settings.device_id
+    prefix = settings.publisher.topic_prefix
+    labels = settings.labels or qm.class_names
+    boot = os.urandom(4).hex()
+    status = mqtt.topic(prefix, device_id, "status")
+
+    def announce(client, flags, reason):
+        client.publish(status, "online", 1, True)
+        for topic, payload in mqtt.discovery(prefix, device_id, labels):
+            client.publish(topic, payload, 1, True)
+
+    def rediscover(msg):
+        if msg.topic == "homeassistant/status" and msg.payload == b"online":
+            announce(client, None, None)
+
+    client = mqtt.connect(_mqtt_target(args), f"edge-agent-replay-{device_id}", will=(status, "offline", 1, True),
+                          on_connect=announce, on_message=rediscover)
+    client.subscribe("homeassistant/status")
+    infos, n = [], 0
+    for det in dets:
+        n += 1
+        payload = {"seq": det["seq"], "boot": boot, "t": det["t"], "class": det["class"],
+                   "label": det["label"], "score": det["score"]}
+        infos.append(client.publish(mqtt.topic(prefix, device_id, "detection"), json.dumps(payload), 1))
+        print(json.dumps(det) if args.json else f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} "
+              f"score {det['score']:.3f}  -> {prefix}/{device_id}/detection", flush=True)
+    client.publish(mqtt.topic(prefix, device_id, "metrics"), json.dumps({"boot": boot, "detections": n}), 0)
+    for info in infos:
+        info.wait_for_publish(30)
+    client.publish(status, "offline", 1, True).wait_for_publish(10)
+    client.disconnect()
+    client.loop_stop()
+    return 0
+
+
+def cmd_monitor(args) -> int:
+    import threading
+    import time
+
+    from . import link, mqtt
+    from .monitor import FleetView, detection_line, parse_topic
+
+    view = FleetView()
+    done = threading.Event()
+    lock = threading.Lock()
+    count = [0]
+
+    def on_detection(device_id, det):
+        with lock:
+            if not view.detection(device_id, det):
+                return
+            count[0] += 1
+            if args.json:
+                print(detection_line(device_id, det), flush=True)
+            if args.count and count[0] >= args.count:
+                done.set()
+
+    def on_message(msg):
+        where = parse_topic(msg.topic)
+        if where is None:
+            return
+        device_id, kind = where
+        try:
+            if kind == "detection":
+                on_detection(device_id, json.loads(msg.payload))
+            elif kind == "status":
+                view.status(device_id, msg.payload.decode(errors="replace"))
+            elif kind == "metrics":
+                view.device(device_id).metrics = json.loads(msg.payload)
+        except (ValueError, KeyError, TypeError):
+            print(f"edge-agent: ignored a malformed message on {msg.topic}", file=sys.stderr)
+
+    if args.port:
+        return _monitor_serial(args, view, on_detection, done)
+    if not args.mqtt:
+        raise UserError("monitor needs --mqtt URL or --port P")
+    prefix = args.topic_prefix
+    share = f"$share/{args.group}/" if args.group else ""
+    topics = [f"{share}{prefix}/+/{kind}" for kind in ("detection", "status", "metrics")]
+
+    def subscribe(client, flags, reason):
+        for t in topics:
+            client.subscribe(t, 1)
+
+    client = mqtt.connect(_mqtt_target(args), args.client_id, clean=args.client_id is None, v5=True,
+                          on_message=on_message, on_connect=subscribe)
+    try:
+        _watch(args, view, done)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return 0
+
+
+def _watch(args, view, done) -> None:
+    """Until --count is reached (or Ctrl-C): the live table when not in --json mode."""
+    import time
+
+    tty = sys.stdout.isatty()
+    last = 0.0
+    try:
+        while not done.wait(0.2):
+            if not args.json and time.monotonic() - last >= (1 if tty else 5):
+                last = time.monotonic()
+                print(("\x1b[H\x1b[2J" if tty else "") + view.table(), flush=True)
+    except KeyboardInterrupt:
+        pass
+    if not args.json:
+        print(view.table(), flush=True)
+
+
+def _monitor_serial(args, view, on_detection, done) -> int:
+    import threading
+
+    import serial
+
+    from . import link
+
+    try:
+        ser = serial.Serial(args.port, 115200, timeout=0.1)
+    except (serial.SerialException, OSError) as exc:
+        raise UserError(f"{args.port}: cannot open the serial port ({exc})") from None
+    device = ["serial"]
+
+    def read():
+        pending = b""
+        while not done.is_set():
+            pending += ser.read(ser.in_waiting or 1)
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                try:
+                    msg = link.parse(line)
+                except link.CorruptLine:
+                    continue
+                if msg and msg.kind == "ready":
+                    device[0] = msg.payload.get("device_id", device[0])
+                    view.status(device[0], "online")
+                elif msg and msg.kind == "det":
+                    on_detection(device[0], msg.payload)
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        _watch(args, view, done)
+    finally:
+        done.set()
+        ser.close()
+    return 0
+
+
+def cmd_bridge(args) -> int:
+    import signal
+    import threading
+
+    from . import bridge, config
+
+    settings = config.load(args.config)
+    limits = bridge.QueueLimits(args.queue_max, args.queue_bytes, args.ttl, args.drop)
+    queue = bridge.DiskQueue(args.queue, limits)
+    device_id = args.device_id or settings.device_id
+    b = bridge.Bridge(_mqtt_target(args), queue, device_id, settings.publisher.topic_prefix,
+                      args.client_id, log=lambda m: print(f"edge-agent bridge: {m}", file=sys.stderr))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"bridging {args.port} -> {args.mqtt} as {device_id} (queue {args.queue}: "
+          f"{queue.counters()['queued']} waiting)", file=sys.stderr, flush=True)
+    try:
+        bridge.run(args.port, b, stop)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.close()
+    return 0
+
+
+def _mqtt_options(p) -> None:
+    p.add_argument("--username", help="MQTT user (or user@ in the URL)")
+    p.add_argument("--password-file", help="a file holding the MQTT password (else $EDGE_AGENT_MQTT_PASSWORD)")
+    p.add_argument("--tls-ca", help="CA certificate for mqtts:// (default: the system's)")
+    p.add_argument("--insecure", action="store_true", help="TLS without certificate checks (testing only)")
+    p.add_argument("--client-id", help="a fixed client id: a persistent session across reconnects")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
@@ -188,7 +385,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop", type=int, help="samples between decisions (overrides the config)")
     p.add_argument("--realtime", action="store_true", help="pace samples at the sensor rate")
     p.add_argument("--json", action="store_true", help="JSON lines, no progress bar")
+    p.add_argument("--mqtt", help="also publish the detections as a board would: mqtt://host[:port]")
+    p.add_argument("--device-id", help="the device id to publish as (default: config's)")
+    _mqtt_options(p)
     p.set_defaults(run=cmd_replay)
+
+    p = sub.add_parser("monitor", help="watch detections: a live table of devices, or JSON lines")
+    p.add_argument("--mqtt", help="broker URL: mqtt://host[:port] or mqtts://")
+    p.add_argument("--port", help="a board on serial instead of MQTT")
+    p.add_argument("--json", action="store_true", help="one JSON line per detection")
+    p.add_argument("--count", type=int, help="exit after N detections")
+    p.add_argument("--group", help="MQTT v5 shared subscription group: monitors in a group split the stream")
+    p.add_argument("--topic-prefix", default="edge")
+    _mqtt_options(p)
+    p.set_defaults(run=cmd_monitor)
+
+    p = sub.add_parser("bridge", help="a serial board's messages to MQTT, with an on-disk queue")
+    p.add_argument("--port", required=True, help="the board's serial port")
+    p.add_argument("--mqtt", required=True, help="broker URL: mqtt://host[:port] or mqtts://")
+    p.add_argument("--config", help="config.yaml (device id, topic prefix)")
+    p.add_argument("--device-id", help="publish as this device (default: config's)")
+    p.add_argument("--queue", default="edge-agent-bridge.sqlite", help="the on-disk queue file")
+    p.add_argument("--queue-max", type=int, default=10000, help="messages kept at most")
+    p.add_argument("--queue-bytes", type=int, default=10_000_000, help="payload bytes kept at most")
+    p.add_argument("--ttl", type=float, default=7 * 24 * 3600, help="seconds a message may wait")
+    p.add_argument("--drop", choices=["oldest", "newest"], default="oldest", help="what goes when full")
+    _mqtt_options(p)
+    p.set_defaults(run=cmd_bridge)
 
     p = sub.add_parser("board", help="start a virtual board on a pseudo-terminal; prints its port")
     p.add_argument("--emulate", action="store_true", help="the MicroPython unix port as the board")

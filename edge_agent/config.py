@@ -34,6 +34,11 @@ class Publisher:
     kind: Literal["serial", "mqtt"] = "serial"
     mqtt_url: str = "mqtt://localhost:1883"
     topic_prefix: str = "edge"
+    username: str = ""
+    password_file: str = ""  # read at flash time; else $EDGE_AGENT_MQTT_PASSWORD
+    queue_len: int = 64  # detections the board holds in RAM while the broker is away
+    wifi_ssid: str = ""
+    wifi_password_file: str = ""
 
 
 @dataclass

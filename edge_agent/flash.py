@@ -31,8 +31,9 @@ MPY_ARCHS = {1: "x86", 2: "x64", 3: "armv6", 4: "armv6m", 5: "armv7m", 6: "armv7
 BOARD_ARCHS = {"rp2040": "armv6m", "esp32": "xtensawin"}
 USB_VIDS = {0x2E8A: "Raspberry Pi RP2040", 0x303A: "Espressif", 0x10C4: "Silicon Labs CP210x",
             0x1A86: "WCH CH34x", 0x0403: "FTDI"}
-RUNNER = ["blob.py", "cell.py", "stream.py", "link.py", "sensors.py", "publishers.py"]
 MAIN = "main.py"  # stays source: a board runs main.py, not main.mpy
+HOST_ONLY = {"evalfile.py"}  # the host's evaluation harness, not needed on a board
+RUNNER = sorted(p.name for p in DEVICE_DIR.glob("*.py") if p.name not in HOST_ONLY | {MAIN})
 
 
 def find_port(port: str) -> str:
@@ -61,8 +62,36 @@ def device_config(settings: Settings, qmodel: blob.QuantModel) -> dict:
         "device_id": settings.device_id, "window": settings.window, "hop": settings.hop,
         "continuous": settings.continuous, "labels": list(labels),
         "thresholds_q15": [settings.threshold_q15(label) for label in labels],
-        "sensor": sensor, "publisher": {"kind": settings.publisher.kind}, "status_every_s": 10,
+        "sensor": sensor, "publisher": _publisher_config(settings), "status_every_s": 10,
+        **({"wifi": {"ssid": settings.publisher.wifi_ssid,
+                     "password": _secret(settings.publisher.wifi_password_file, None)}}
+           if settings.publisher.wifi_ssid else {}),
     }
+
+
+def _secret(path: str, env: str | None) -> str | None:
+    import os
+
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UserError(f"{path}: {exc.strerror}") from None
+    return os.environ.get(env) if env else None
+
+
+def _publisher_config(settings: Settings) -> dict:
+    pub = settings.publisher
+    if pub.kind != "mqtt":
+        return {"kind": pub.kind}
+    from . import mqtt
+
+    tgt = mqtt.target(pub.mqtt_url, pub.username or None, pub.password_file or None)
+    if tgt.tls:
+        raise UserError("publisher.mqtt_url: the board publishes over plain MQTT; use mqtt:// "
+                        "(TLS on boards: put a TLS-terminating listener in front)")
+    return {"kind": "mqtt", "host": tgt.host, "port": tgt.port, "username": tgt.username,
+            "password": tgt.password, "topic_prefix": pub.topic_prefix, "queue_len": pub.queue_len}
 
 
 def compile_runner(arch: str, warn) -> dict[str, bytes]:

@@ -1,0 +1,205 @@
+"""edge-agent bridge: a serial-only board's messages to MQTT, store and forward.
+
+Every message from the board goes first into an on-disk queue (SQLite: atomic,
+crash-safe, in the standard library), and leaves it only when the broker has
+acknowledged it (QoS 1 PUBACK). So a broker outage, or the bridge's own
+restart, loses nothing that reached the disk: delivery is at least once, and
+subscribers drop duplicates by (device, boot, seq).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import link, mqtt
+from .errors import UserError
+
+
+@dataclass
+class QueueLimits:
+    max_messages: int = 10000
+    max_bytes: int = 10_000_000
+    ttl_s: float = 7 * 24 * 3600
+    drop: str = "oldest"  # oldest: keep the newest messages; newest: refuse new ones when full
+
+
+class DiskQueue:
+    def __init__(self, path: str | Path, limits: QueueLimits):
+        self.limits = limits
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, "
+                            "payload BLOB, qos INTEGER, retain INTEGER, created REAL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER)")
+        except sqlite3.Error as exc:
+            raise UserError(f"{path}: cannot open the bridge queue ({exc})") from None
+        self.lock = threading.Lock()
+
+    def _bump(self, name: str, n: int = 1) -> None:
+        self.db.execute("INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                        (name, n, n))
+
+    def counters(self) -> dict:
+        with self.lock:
+            out = dict(self.db.execute("SELECT name, value FROM counters"))
+            n, size = self.db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM q").fetchone()
+        return {"queued": n, "queued_bytes": size, **{k: out.get(k, 0) for k in
+                ("received", "sent", "dropped", "expired")}}
+
+    def put(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self._bump("received")
+                n, size = self.db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM q").fetchone()
+                if n + 1 > self.limits.max_messages or size + len(payload) > self.limits.max_bytes:
+                    if self.limits.drop == "newest":
+                        self._bump("dropped")
+                        self.db.execute("COMMIT")
+                        return False
+                    while n and (n + 1 > self.limits.max_messages or size + len(payload) > self.limits.max_bytes):
+                        row = self.db.execute("SELECT id, LENGTH(payload) FROM q ORDER BY id LIMIT 1").fetchone()
+                        self.db.execute("DELETE FROM q WHERE id = ?", (row[0],))
+                        self._bump("dropped")
+                        n, size = n - 1, size - row[1]
+                self.db.execute("INSERT INTO q (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
+                                (topic, payload, qos, int(retain), time.time()))
+                self.db.execute("COMMIT")
+                return True
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def oldest(self, limit: int, exclude: set[int]) -> list[tuple]:
+        with self.lock:
+            expired = self.db.execute("DELETE FROM q WHERE created < ?", (time.time() - self.limits.ttl_s,)).rowcount
+            if expired:
+                self._bump("expired", expired)
+            rows = self.db.execute("SELECT id, topic, payload, qos, retain FROM q ORDER BY id LIMIT ?",
+                                   (limit + len(exclude),)).fetchall()
+        return [r for r in rows if r[0] not in exclude][:limit]
+
+    def done(self, row_id: int) -> None:
+        with self.lock:
+            if self.db.execute("DELETE FROM q WHERE id = ?", (row_id,)).rowcount:
+                self._bump("sent")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Bridge:
+    """Board lines in, MQTT out through the disk queue."""
+
+    def __init__(self, tgt: mqtt.Target, queue: DiskQueue, device_id: str, prefix: str = "edge",
+                 client_id: str | None = None, window: int = 32, v5: bool = False, log=None):
+        self.queue = queue
+        self.device_id = device_id
+        self.prefix = prefix
+        self.boot = ""
+        self.labels: list[str] = []
+        self.window = window
+        self.log = log or (lambda msg: None)
+        self.inflight: dict[int, int] = {}  # paho mid -> queue row id
+        self.lock = threading.Lock()
+        self.connected = threading.Event()
+        status = mqtt.topic(prefix, device_id, "status")
+        self.client = mqtt.connect(
+            tgt, client_id or f"edge-agent-bridge-{device_id}", clean=False, v5=v5,
+            will=(status, "offline", 1, True), on_connect=self._on_connect,
+            on_disconnect=self._on_disconnect, on_publish=self._on_publish, wait=False)
+
+    def _on_connect(self, client, flags, reason) -> None:
+        client.publish(mqtt.topic(self.prefix, self.device_id, "status"), "online", 1, True)
+        if self.labels:
+            for topic, payload in mqtt.discovery(self.prefix, self.device_id, self.labels):
+                client.publish(topic, payload, 1, True)
+        with self.lock:
+            self.inflight.clear()  # unacknowledged rows are sent again
+        self.connected.set()
+
+    def _on_disconnect(self, client, reason) -> None:
+        self.connected.clear()
+
+    def _on_publish(self, mid: int) -> None:
+        with self.lock:
+            row = self.inflight.pop(mid, None)
+        if row is not None:
+            self.queue.done(row)
+
+    def board_line(self, line: bytes) -> None:
+        try:
+            msg = link.parse(line)
+        except link.CorruptLine as exc:
+            self.log(f"dropped a corrupt line from the board: {exc}")
+            return
+        if msg is None:
+            return
+        if msg.kind == "ready":
+            self.boot = msg.payload.get("boot", self.boot)
+            self.labels = msg.payload.get("labels", self.labels)
+            for topic, payload in mqtt.discovery(self.prefix, self.device_id, self.labels):
+                self.queue.put(topic, payload.encode(), 1, True)
+        out = mqtt.board_message(self.prefix, self.device_id, msg.payload.get("boot", self.boot),
+                                 msg.kind, msg.payload)
+        if out:
+            topic, payload, qos, retain = out
+            if msg.kind == "status":
+                payload = json.dumps(dict(json.loads(payload), bridge=self.queue.counters()))
+            self.queue.put(topic, payload.encode(), qos, retain)
+
+    def pump(self) -> int:
+        """Publish queued rows while connected, up to `window` awaiting PUBACK."""
+        if not self.connected.is_set():
+            return 0
+        with self.lock:
+            busy = set(self.inflight.values())
+            room = self.window - len(busy)
+        if room <= 0:
+            return 0
+        sent = 0
+        for row_id, topic, payload, qos, retain in self.queue.oldest(room, busy):
+            info = self.client.publish(topic, payload, qos, bool(retain))
+            if info.rc != 0:
+                break
+            if qos == 0:
+                self.queue.done(row_id)
+            else:
+                with self.lock:
+                    self.inflight[info.mid] = row_id
+            sent += 1
+        return sent
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.queue.close()
+
+
+def run(port: str, bridge: Bridge, stop: threading.Event) -> None:
+    """Read the board's serial port into the bridge until stop is set."""
+    import serial
+
+    try:
+        ser = serial.Serial(port, 115200, timeout=0.05)
+    except (serial.SerialException, OSError) as exc:
+        raise UserError(f"{port}: cannot open the serial port ({exc})") from None
+    pending = b""
+    try:
+        while not stop.is_set():
+            try:
+                chunk = ser.read(ser.in_waiting or 1)
+            except (serial.SerialException, OSError) as exc:
+                raise UserError(f"{port}: the board went away ({exc})") from None
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                bridge.board_line(line)
+            bridge.pump()
+    finally:
+        ser.close()
