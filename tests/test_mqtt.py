@@ -11,7 +11,11 @@ import pytest
 
 from edge_agent import mqtt
 
+from pathlib import Path
+
 from conftest import Broker
+
+ROOT = Path(__file__).resolve().parents[1]
 from mqtt_helpers import Board, Subscriber, edge_agent, seqs, settings_for
 
 N = 40  # detections per test (window = hop = 5 samples)
@@ -107,11 +111,10 @@ def test_broker_outage_and_bridge_restart_nothing_lost(tmp_path, broker):
 @pytest.fixture
 def secure_broker(tmp_path):
     passwd = tmp_path / "passwd"
-    for user, password in (("edge-01", "s3cret"), ("admin", "adm1n")):
+    for user, password in (("edge-01", "s3cret"), ("edge-host", "h0st")):
         subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if user == "edge-01" else []), str(passwd),
                         user, password], check=True, capture_output=True)
-    acl = tmp_path / "acl"
-    acl.write_text("user admin\ntopic readwrite #\n\npattern readwrite edge/%u/#\n")
+    acl = ROOT / "deploy" / "mosquitto" / "edge-agent.acl"  # the ACL we ship
     b = Broker(tmp_path, f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\n").start()
     yield b
     b.stop()
@@ -128,7 +131,7 @@ def test_wrong_credentials_one_clear_error(secure_broker):
 
 
 def test_acl_confines_device_to_its_topics(secure_broker):
-    admin = Subscriber(secure_broker.url, ["edge/#"], "admin", "adm1n")
+    admin = Subscriber(secure_broker.url, ["edge/#"], "edge-host", "h0st")
     tgt = mqtt.target(secure_broker.url, "edge-01")
     tgt.password = "s3cret"
     device = mqtt.connect(tgt)
