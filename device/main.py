@@ -201,8 +201,7 @@ def run():
             wdt.feed()
     det.status()
     end = time.ticks_add(time.ticks_ms(), 3000)  # the host closed the link: flush what is queued
-    while getattr(pub.publishers[-1], "client", None) and pub.publishers[-1].client.pending() \
-            and time.ticks_diff(end, time.ticks_ms()) > 0:
+    while pub.pending() and time.ticks_diff(end, time.ticks_ms()) > 0:
         pub.poll()
         time.sleep_ms(5)
 

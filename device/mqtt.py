@@ -154,12 +154,18 @@ class MQTTClient:
 
     # ---- bytes -------------------------------------------------------------------------
 
+    def _socket(self):
+        if self.sock is None:
+            raise OSError(errno.ENOTCONN)
+        return self.sock
+
     def _write(self, data):
+        sock = self._socket()
         view = memoryview(data)
         deadline = time.ticks_add(time.ticks_ms(), 2000)
         while view:
             try:
-                n = self.sock.write(view)
+                n = sock.write(view)
             except OSError as exc:
                 if exc.args[0] != errno.EAGAIN:
                     raise
@@ -171,9 +177,10 @@ class MQTTClient:
         self.last_tx = time.ticks_ms()
 
     def _receive(self):
+        sock = self._socket()
         while self.poller.poll(0):
             try:
-                chunk = self.sock.read(512)
+                chunk = sock.read(512)
             except OSError as exc:
                 if exc.args[0] == errno.EAGAIN:
                     break

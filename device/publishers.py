@@ -5,7 +5,19 @@ import sys
 from link import frame
 
 
-class SerialPublisher:
+class Publisher:
+    def publish(self, kind, payload):
+        raise NotImplementedError
+
+    def poll(self):
+        pass
+
+    def pending(self):
+        """Messages not yet delivered."""
+        return 0
+
+
+class SerialPublisher(Publisher):
     """Checksummed lines on the USB serial console (sys.stdout)."""
 
     def __init__(self, stream=None):
@@ -14,11 +26,8 @@ class SerialPublisher:
     def publish(self, kind, payload):
         self.out.write(frame(kind, payload))
 
-    def poll(self):
-        pass
 
-
-class Fanout:
+class Fanout(Publisher):
     """Several publishers behind one: the serial console always, MQTT when configured."""
 
     def __init__(self, publishers):
@@ -32,9 +41,13 @@ class Fanout:
         for p in self.publishers:
             p.poll()
 
+    def pending(self):
+        return sum(p.pending() for p in self.publishers)
+
 
 def make(cfg, device_id, labels, boot):
-    pubs = [SerialPublisher()]
+    pubs = []  # type: list[Publisher]
+    pubs.append(SerialPublisher())
     if cfg.get("kind") == "mqtt":
         pubs.append(MQTTPublisher(cfg, device_id, labels, boot))
     return Fanout(pubs)
@@ -54,7 +67,7 @@ def start_wifi(cfg):
         wlan.connect(cfg["ssid"], cfg.get("password", ""))
 
 
-class MQTTPublisher:
+class MQTTPublisher(Publisher):
     """Detections, status and metrics on MQTT (topics: docs/mqtt.md), with Home
     Assistant discovery sent on every connect and when Home Assistant says online."""
 
@@ -106,6 +119,9 @@ class MQTTPublisher:
 
     def poll(self):
         self.client.poll()
+
+    def pending(self):
+        return self.client.pending()
 
 
 def discovery(prefix, device_id, labels):

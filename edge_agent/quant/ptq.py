@@ -37,7 +37,7 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
     model.forward(calib, lengths, trace)
     valid = _valid_mask(calib.shape[0], calib.shape[1], lengths)
 
-    inputs, in_scale, in_zero = _input_quant(calib[valid], raw_per_unit)
+    inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit)
     layers = []
     for k, layer in enumerate(model.layers):
         if k == 0:  # fold (x - mean) / std into the first layer
@@ -60,7 +60,7 @@ def _valid_mask(n: int, steps: int, lengths) -> np.ndarray:
     return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
-def _input_quant(samples: np.ndarray, raw_per_unit) -> tuple[InputQuant, np.ndarray, np.ndarray]:
+def input_quant(samples: np.ndarray, raw_per_unit=None) -> tuple[InputQuant, np.ndarray, np.ndarray]:
     """Per-channel asymmetric int8 over the calibration range of the raw values."""
     lo, hi = samples.min(axis=0), samples.max(axis=0)
     span = np.where(hi - lo > 0, hi - lo, 1.0)
@@ -83,7 +83,7 @@ def _input_quant(samples: np.ndarray, raw_per_unit) -> tuple[InputQuant, np.ndar
     return inputs, scale, zero
 
 
-def _row_quant(w: np.ndarray, bias: np.ndarray | None = None):
+def row_quant(w: np.ndarray, bias: np.ndarray | None = None):
     """Symmetric int8 per output row; the scale also keeps a large bias representable."""
     peak = np.abs(w).max(axis=1)
     scale = peak / 127.0
@@ -109,25 +109,29 @@ def gate_of(row: int, hidden: int) -> str:
 
 def _quant_layer(k, w_x, bias, zero, w_h, cmax) -> QuantLayer:
     hidden = w_h.shape[1]
-    wx, sx_real = _row_quant(w_x, bias)
+    wx, sx_real = row_quant(w_x, bias)
     bx = np.round(bias / sx_real).astype(np.int64)
     if zero is not None:  # x = scale * (x_q - zero): the zero-point term is a constant
         bx = bx - wx @ zero
     # the proof: the largest |acc| each row can reach, from the weights actually stored
     bound_x = np.abs(bx) + X_BOUND * np.abs(wx).sum(axis=1)
-    wh, sh_real = _row_quant(w_h)
+    wh, sh_real = row_quant(w_h)
     bound_h = X_BOUND * np.abs(wh).sum(axis=1)
     mx, sx = _multipliers(sx_real * 2.0**GATE_FRAC, bound_x,
                           lambda row: f"layer {k} {gate_of(row, hidden)} input accumulator")
     mh, sh = _multipliers(sh_real * 2.0**GATE_FRAC, bound_h,
                           lambda row: f"layer {k} {gate_of(row, hidden)} recurrent accumulator")
-    c_frac = 15 if cmax <= 0 else int(np.clip(math.floor(math.log2(32767 / cmax)), 0, 15))
     return QuantLayer(wx.astype(np.int8), wh.astype(np.int8), bx.astype(np.int32), mx, sx,
-                      mh, sh, c_frac)
+                      mh, sh, cell_frac(cmax))
+
+
+def cell_frac(cmax: float) -> int:
+    """Fraction bits of the int16 cell: the most that keep the calibrated peak."""
+    return 15 if cmax <= 0 else int(np.clip(math.floor(math.log2(32767 / cmax)), 0, 15))
 
 
 def _quant_head(w, bias) -> QuantHead:
-    wq, s_real = _row_quant(w, bias)
+    wq, s_real = row_quant(w, bias)
     bq = np.round(bias / s_real).astype(np.int64)
     bound = np.abs(bq) + X_BOUND * np.abs(wq).sum(axis=1)
     m, s = _multipliers(s_real * 2.0**OUT_FRAC, bound, lambda row: f"head class {row}")

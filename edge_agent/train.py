@@ -1,0 +1,335 @@
+"""Training in numpy: a stacked LSTM + dense head by BPTT with Adam, and
+quantization-aware fine-tuning (QAT) through the PTQ path's own quantizers.
+
+The forward pass takes hooks (FloatHooks: exact float; FakeQuant: the int8
+model's grids) so float training and QAT share one implementation; QAT uses
+straight-through gradients (rounding and clamping pass the gradient unchanged).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import UserError
+from .model import FloatModel, LSTMLayer, full_lengths
+from .quant import lut
+from .quant.ptq import H_SCALE, quantize, row_quant
+
+
+@dataclass
+class TrainConfig:
+    hidden: int = 32
+    layers: int = 1
+    epochs: int = 20
+    batch: int = 64
+    lr: float = 5e-3
+    clip: float = 1.0  # global gradient norm
+    val_fraction: float = 0.1
+    patience: int = 5  # epochs without a better validation loss before stopping
+    seed: int = 0
+    class_weights: bool = True
+    qat_epochs: int = 5
+    qat_lr: float = 1e-3
+
+
+# ---- hooks: float, or the int8 model's grids ---------------------------------------
+
+class FloatHooks:
+    def x(self, x):
+        return x
+
+    def weights(self, model: FloatModel, params: dict) -> dict:
+        return params
+
+    def z(self, z):
+        return z
+
+    def sigmoid(self, z):
+        return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+    def tanh(self, z):
+        return np.tanh(z)
+
+    def cell(self, c, k):
+        return c
+
+    def hidden(self, h):
+        return h
+
+
+class FakeQuant(FloatHooks):
+    """The integer model's arithmetic grids in float, from a PTQ QuantModel of the
+    current weights: int8 inputs per channel, int8 per-row weights (PTQ's own
+    row_quant on the same folded matrices), Q3.12 gates, the sigmoid/tanh
+    tables, the calibrated int16 cell format, int8 h."""
+
+    def __init__(self, model: FloatModel, calib: np.ndarray, lengths=None):
+        self.qm = quantize(model, calib, lengths)
+        self.scale = self.qm.inputs.scale.astype(np.float64)
+        self.zero = self.qm.inputs.zero.astype(np.float64)
+        self.c_frac = [layer.c_frac for layer in self.qm.layers]
+        self.sig_full = lut.lookup(self.qm.sigmoid, np.arange(-32768, 32768)) / 32768.0
+        self.tanh_full = lut.lookup(self.qm.tanh, np.arange(-32768, 32768)) / 32768.0
+        self.model = model
+
+    def x(self, x):
+        q = np.clip(np.round(x / self.scale) + self.zero, -128, 127)
+        return (q - self.zero) * self.scale
+
+    def weights(self, model: FloatModel, params: dict) -> dict:
+        out = dict(params)
+        for k in range(len(model.layers)):
+            w_ih, b = params[f"lstm.weight_ih_l{k}"], params[f"lstm.bias_ih_l{k}"] + params[f"lstm.bias_hh_l{k}"]
+            # layer 0 is quantized after folding the normalisation and the input scale in
+            col = self.scale / model.std if k == 0 else np.full(w_ih.shape[1], H_SCALE)
+            bias = (b - (w_ih / model.std) @ model.mean) if k == 0 else b
+            q, s = row_quant(w_ih * col, bias)
+            out[f"lstm.weight_ih_l{k}"] = q * s[:, None] / col
+            q, s = row_quant(params[f"lstm.weight_hh_l{k}"] * H_SCALE)
+            out[f"lstm.weight_hh_l{k}"] = q * s[:, None] / H_SCALE
+        q, s = row_quant(params["head.weight"] * H_SCALE, params["head.bias"])
+        out["head.weight"] = q * s[:, None] / H_SCALE
+        return out
+
+    def z(self, z):
+        return np.clip(np.round(z * 4096), -32768, 32767) / 4096
+
+    def sigmoid(self, z):
+        return self.sig_full[(np.round(z * 4096)).astype(np.int64) + 32768]
+
+    def tanh(self, z):
+        idx = np.clip(np.round(z * 4096), -32768, 32767).astype(np.int64) + 32768
+        return self.tanh_full[idx]
+
+    def cell(self, c, k):
+        step = 2.0 ** self.c_frac[k]
+        return np.clip(np.round(c * step), -32768, 32767) / step
+
+    def hidden(self, h):
+        return np.clip(np.round(h * 128), -128, 127) / 128
+
+
+# ---- the network -----------------------------------------------------------------------
+
+def init_model(n_in: int, hidden: int, layers: int, n_cls: int, rng: np.random.Generator) -> FloatModel:
+    """PyTorch's default initialisation: U(-1/sqrt(H), 1/sqrt(H)) everywhere."""
+    bound = 1.0 / math.sqrt(hidden)
+    u = lambda *shape: rng.uniform(-bound, bound, shape)
+    lstm = [LSTMLayer(u(4 * hidden, n_in if k == 0 else hidden), u(4 * hidden, hidden),
+                      u(4 * hidden), u(4 * hidden)) for k in range(layers)]
+    return FloatModel(lstm, u(n_cls, hidden), u(n_cls), np.zeros(n_in), np.ones(n_in))
+
+
+def params_of(model: FloatModel) -> dict:
+    return {k: v for k, v in model.arrays().items() if k not in ("mean", "std")}
+
+
+def set_params(model: FloatModel, params: dict) -> None:
+    for k, layer in enumerate(model.layers):
+        layer.w_ih = params[f"lstm.weight_ih_l{k}"]
+        layer.w_hh = params[f"lstm.weight_hh_l{k}"]
+        layer.b_ih = params[f"lstm.bias_ih_l{k}"]
+        layer.b_hh = params[f"lstm.bias_hh_l{k}"]
+    model.head_w, model.head_b = params["head.weight"], params["head.bias"]
+
+
+def _layer_forward(w_ih, w_hh, bias, xs, mask, hooks, k):
+    n, steps, _ = xs.shape
+    H = w_hh.shape[1]
+    proj = xs @ w_ih.T + bias
+    h, c = np.zeros((n, H)), np.zeros((n, H))
+    acts = np.empty((n, steps, 4 * H))
+    c_prev, tcs, h_prev, hs = (np.empty((n, steps, H)) for _ in range(4))
+    for t in range(steps):
+        z = hooks.z(proj[:, t] + h @ w_hh.T)
+        a = np.concatenate([hooks.sigmoid(z[:, :2 * H]), hooks.tanh(z[:, 2 * H:3 * H]),
+                            hooks.sigmoid(z[:, 3 * H:])], axis=1)
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c_new = hooks.cell(f * c + i * g, k)
+        tc = hooks.tanh(c_new)
+        h_new = hooks.hidden(o * tc)
+        m = mask[:, t, None]
+        acts[:, t], c_prev[:, t], tcs[:, t], h_prev[:, t] = a, c, tc, h
+        c = m * c_new + (1 - m) * c
+        h = m * h_new + (1 - m) * h
+        hs[:, t] = h
+    return hs, (acts, c_prev, tcs, h_prev)
+
+
+def _layer_backward(w_ih, w_hh, xs, mask, cache, dhs):
+    acts, c_prev, tcs, h_prev = cache
+    n, steps, _ = xs.shape
+    H = w_hh.shape[1]
+    dz_all = np.empty((n, steps, 4 * H))
+    dh, dc = np.zeros((n, H)), np.zeros((n, H))
+    for t in reversed(range(steps)):
+        dh = dh + dhs[:, t]
+        m = mask[:, t, None]
+        a = acts[:, t]
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        tc = tcs[:, t]
+        dh_new, dc_new = m * dh, m * dc
+        dc_new = dc_new + dh_new * o * (1 - tc * tc)
+        dz = np.concatenate([dc_new * g * i * (1 - i), dc_new * c_prev[:, t] * f * (1 - f),
+                             dc_new * i * (1 - g * g), dh_new * tc * o * (1 - o)], axis=1)
+        dz_all[:, t] = dz
+        dc = dc_new * f + (1 - m) * dc
+        dh = dz @ w_hh + (1 - m) * dh
+    flat = dz_all.reshape(-1, 4 * H)
+    return (flat.T @ xs.reshape(-1, xs.shape[2]), flat.T @ h_prev.reshape(-1, H),
+            flat.sum(axis=0), dz_all @ w_ih)
+
+
+def loss_and_grads(model: FloatModel, params: dict, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
+                   weights: np.ndarray, hooks: FloatHooks = FloatHooks(), need_grads: bool = True):
+    """Weighted cross-entropy of the logits at each window's last valid step, and
+    its gradient for every parameter (through the hooks, straight through)."""
+    used = hooks.weights(model, params)
+    seq = (hooks.x(x) - model.mean) / model.std
+    inputs, caches = [], []
+    for k in range(len(model.layers)):
+        bias = used[f"lstm.bias_ih_l{k}"] + used[f"lstm.bias_hh_l{k}"]
+        inputs.append(seq)
+        seq, cache = _layer_forward(used[f"lstm.weight_ih_l{k}"], used[f"lstm.weight_hh_l{k}"], bias,
+                                    seq, mask, hooks, k)
+        caches.append(cache)
+    last = seq[:, -1]  # state is frozen after a window's length: this is its last valid step
+    logits = last @ used["head.weight"].T + used["head.bias"]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(shifted)
+    prob /= prob.sum(axis=1, keepdims=True)
+    w = weights[y]
+    loss = float(-(w * np.log(prob[np.arange(len(y)), y] + 1e-300)).sum() / w.sum())
+    if not need_grads:
+        return loss, logits, None
+    dlogits = prob.copy()
+    dlogits[np.arange(len(y)), y] -= 1
+    dlogits *= (w / w.sum())[:, None]
+    grads = {"head.weight": dlogits.T @ last, "head.bias": dlogits.sum(axis=0)}
+    dhs = np.zeros_like(seq)
+    dhs[:, -1] = dlogits @ used["head.weight"]
+    for k in reversed(range(len(model.layers))):
+        dwx, dwh, db, dxs = _layer_backward(used[f"lstm.weight_ih_l{k}"], used[f"lstm.weight_hh_l{k}"],
+                                            inputs[k], mask, caches[k], dhs)
+        grads[f"lstm.weight_ih_l{k}"], grads[f"lstm.weight_hh_l{k}"] = dwx, dwh
+        grads[f"lstm.bias_ih_l{k}"] = grads[f"lstm.bias_hh_l{k}"] = db
+        dhs = dxs
+    return loss, logits, grads
+
+
+# ---- optimisation ------------------------------------------------------------------------
+
+class Adam:
+    def __init__(self, params: dict, lr: float, betas=(0.9, 0.999), eps=1e-8):
+        self.lr, (self.b1, self.b2), self.eps = lr, betas, eps
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.t = 0
+
+    def step(self, params: dict, grads: dict) -> None:
+        self.t += 1
+        c1, c2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
+        for k, g in grads.items():
+            self.m[k] = self.b1 * self.m[k] + (1 - self.b1) * g
+            self.v[k] = self.b2 * self.v[k] + (1 - self.b2) * g * g
+            params[k] = params[k] - self.lr * (self.m[k] / c1) / (np.sqrt(self.v[k] / c2) + self.eps)
+
+
+def clip_global(grads: dict, max_norm: float) -> None:
+    norm = math.sqrt(sum(float((g * g).sum()) for g in grads.values()))
+    if norm > max_norm:
+        for k in grads:
+            grads[k] = grads[k] * (max_norm / norm)
+
+
+def _mask(n: int, steps: int, lengths) -> np.ndarray:
+    lengths = full_lengths(n, steps, lengths)
+    return (np.arange(steps)[None, :] < lengths[:, None]).astype(np.float64)
+
+
+def _split(y: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train / validation indices."""
+    train, val = [], []
+    for cls in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == cls))
+        cut = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        val += list(idx[:cut])
+        train += list(idx[cut:])
+    return np.sort(np.array(train, int)), np.sort(np.array(val, int))
+
+
+def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: float, rng,
+        hooks_for=None, progress=None, calib=None) -> dict:
+    """Adam with clipping and early stopping on a validation split; returns history."""
+    n_cls = model.n_classes
+    train_idx, val_idx = _split(y, cfg.val_fraction, rng) if cfg.val_fraction > 0 else (np.arange(len(y)), [])
+    counts = np.bincount(y[train_idx], minlength=n_cls).astype(np.float64)
+    weights = np.where(counts > 0, len(train_idx) / (n_cls * np.maximum(counts, 1)), 0.0) \
+        if cfg.class_weights else np.ones(n_cls)
+    mask = _mask(len(y), x.shape[1], lengths)
+    params = params_of(model)
+    opt = Adam(params, lr)
+    best = (math.inf, {k: v.copy() for k, v in params.items()})
+    history, stale = [], 0
+    for epoch in range(epochs):
+        hooks = hooks_for(model) if hooks_for else FloatHooks()
+        order = train_idx[rng.permutation(len(train_idx))]
+        total, correct = 0.0, 0
+        for start in range(0, len(order), cfg.batch):
+            b = order[start:start + cfg.batch]
+            loss, logits, grads = loss_and_grads(model, params, x[b], y[b], mask[b], weights, hooks)
+            clip_global(grads, cfg.clip)
+            opt.step(params, grads)
+            set_params(model, params)
+            total += loss * len(b)
+            correct += int((logits.argmax(1) == y[b]).sum())
+        record = {"epoch": epoch + 1, "loss": total / len(order), "acc": correct / len(order)}
+        if len(val_idx):
+            v_loss, v_logits, _ = loss_and_grads(model, params, x[val_idx], y[val_idx], mask[val_idx],
+                                                 weights, hooks, need_grads=False)
+            record.update(val_loss=v_loss, val_acc=float((v_logits.argmax(1) == y[val_idx]).mean()))
+            if v_loss < best[0] - 1e-6:
+                best, stale = (v_loss, {k: v.copy() for k, v in params.items()}), 0
+            else:
+                stale += 1
+        history.append(record)
+        if progress:
+            progress(record)
+        if len(val_idx) and stale >= cfg.patience:
+            break
+    if len(val_idx):
+        set_params(model, best[1])  # restore the best validation weights
+    return {"history": history, "best_val_loss": best[0] if len(val_idx) else None}
+
+
+def train(x: np.ndarray, y: np.ndarray, lengths=None, cfg: TrainConfig = TrainConfig(),
+          class_names=None, qat: bool = False, progress=None) -> tuple[FloatModel, dict]:
+    """A float model trained on raw windows x [n, T, C]; with qat, then fine-tuned
+    through the int8 grids so the blob quantize() makes is the model trained."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 3 or len(x) != len(y) or len(x) < 2:
+        raise UserError(f"training data: X has shape {x.shape}, y {y.shape}; need [n>=2, T, C] and [n]")
+    if not 1 <= cfg.layers <= 3:
+        raise UserError("--layers must be 1, 2 or 3")
+    if cfg.hidden < 1 or cfg.epochs < 0:
+        raise UserError("--hidden must be >= 1 and --epochs >= 0")
+    rng = np.random.default_rng(cfg.seed)
+    n_cls = int(y.max()) + 1 if class_names is None else len(class_names)
+    model = init_model(x.shape[2], cfg.hidden, cfg.layers, n_cls, rng)
+    mask = _mask(len(x), x.shape[1], lengths).astype(bool)
+    valid = x[mask]
+    model.mean, model.std = valid.mean(axis=0), np.maximum(valid.std(axis=0), 1e-6)
+    model.class_names = list(class_names) if class_names is not None else None
+    report = {"float": fit(model, x, y, lengths, cfg, cfg.epochs, cfg.lr, rng,
+                           progress=(lambda r: progress("train", r)) if progress else None)}
+    if qat:
+        calib_idx = rng.permutation(len(x))[:512]
+        calib = x[calib_idx]
+        calib_len = None if lengths is None else np.asarray(lengths)[calib_idx]
+        report["qat"] = fit(model, x, y, lengths, cfg, cfg.qat_epochs, cfg.qat_lr, rng,
+                            hooks_for=lambda m: FakeQuant(m, calib, calib_len),
+                            progress=(lambda r: progress("qat", r)) if progress else None)
+    return model, report
