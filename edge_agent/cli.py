@@ -28,13 +28,14 @@ def _progress(total: int, desc: str, quiet: bool, unit: str = "it"):
 
 
 def cmd_quantize(args) -> int:
-    from . import blob, dataset, model
+    from . import blob, config, dataset, model
     from .fileio import write_text_atomic
     from .quant import quantize
     from .quant.report import error_report
 
     fm = model.load_model(args.model)
-    data = dataset.load(args.calib)
+    settings = config.load(args.config)
+    data = dataset.load(args.calib, settings.window, settings.hop, settings.sensor.rate_hz)
     if data.train.x.shape[2] != fm.n_inputs:
         raise UserError(f"{args.calib}: X_train has {data.train.x.shape[2]} channels, the model takes {fm.n_inputs}")
     rng = np.random.default_rng(0)
@@ -56,23 +57,63 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import blob, dataset, model
+    from . import blob, config, dataset, model
     from .evaluate import evaluate
     from .fileio import atomic_open
 
     fm = model.load_model(args.model)
     qm = blob.read(args.blob)
-    data = dataset.load(args.data)
+    settings = config.load(args.config)
+    data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz)
     summary, dump = evaluate(fm, qm, data.test, args.backend)
     if args.dump:
         with atomic_open(args.dump, "wb") as fh:
             np.savez(fh, **dump)
+    if args.plot:
+        from .plot import report_png
+        from .quant.report import error_report
+
+        errors: dict = {}
+        error_report(fm, qm, data.test.x[:200], None if data.test.lengths is None else data.test.lengths[:200],
+                     errors)
+        report_png(args.plot, dump["y"], dump["float_pred"], dump["pred"], qm.class_names, errors)
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"windows {summary['n']}  float accuracy {summary['float_accuracy']:.4f}  "
               f"int8 accuracy {summary['int8_accuracy']:.4f}  agreement {summary['agreement']:.4f}  "
               f"({summary['backend']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from . import config, dataset
+    from .train import TrainConfig, train
+
+    settings = config.load(args.config)
+    data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz)
+    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs, seed=args.seed,
+                      qat_epochs=args.qat_epochs)
+    total = args.epochs + (args.qat_epochs if args.qat else 0)
+    bar = _progress(total, "train", False, unit="epoch")
+
+    def progress(phase, record):
+        if bar:
+            bar.set_postfix_str(f"{phase} loss {record['loss']:.3f} acc {record['acc']:.3f}"
+                                + (f" val {record['val_acc']:.3f}" if "val_acc" in record else ""))
+            bar.update(1)
+
+    try:
+        fm, report = train(data.train.x, data.train.y, data.train.lengths, cfg, data.class_names,
+                           qat=args.qat, progress=progress)
+    finally:
+        if bar:
+            bar.close()
+    fm.save_npz(args.out)
+    acc = float(np.mean(fm.forward(data.test.x, data.test.lengths).argmax(1) == data.test.y))
+    phases = ", ".join(f"{name}: {len(r['history'])} epochs" for name, r in report.items())
+    print(f"wrote {args.out}: {len(fm.layers)} layer(s), hidden {fm.hidden}, {fm.n_classes} classes; "
+          f"{phases}; float test accuracy {acc:.4f}")
     return 0
 
 
@@ -361,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="blob to write")
     p.add_argument("--report", help="write per-layer, per-gate quantization error (JSON)")
     p.add_argument("--calib-windows", type=int, default=1000, help="windows used (default 1000)")
+    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
     p.set_defaults(run=cmd_quantize)
 
     p = sub.add_parser("evaluate", help="float vs int8 accuracy on DATA's test split")
@@ -371,7 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="numpy: the integer reference; micropython: device/ under the unix port")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--dump", help="write int8 logits and predictions (.npz)")
+    p.add_argument("--plot", help="write confusion matrices and gate error histograms (PNG)")
+    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
     p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("train", help="train a float LSTM in numpy (optionally quantization-aware)")
+    p.add_argument("--data", required=True, help="DATA .npz, or a folder of labelled CSV recordings")
+    p.add_argument("--out", required=True, help="model .npz (state_dict names: loads like a PyTorch checkpoint)")
+    p.add_argument("--hidden", type=int, default=32)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--qat", action="store_true", help="then fine-tune through the int8 model's grids")
+    p.add_argument("--qat-epochs", type=int, default=5)
+    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
+    p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("replay", help="run a recording through a backend; print its detections")
     p.add_argument("recording", nargs="?", help="CSV or .npz (default: the bundled demo)")

@@ -47,10 +47,49 @@ def _split(z, path: Path, name: str, channels: int | None) -> Split:
     return Split(x.astype(np.float32), y.astype(np.int64), lengths)
 
 
-def load(path: str | Path) -> Dataset:
+def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fraction: float = 0.2) -> Dataset:
+    """Labelled CSV recordings (a `label` column) cut into windows every `hop`
+    samples; a window's label is the one most of its samples carry. The last
+    part of each recording is the test split (no window shared across splits)."""
+    from .recording import load as load_recording, windows
+
+    files = sorted(folder.glob("*.csv"))
+    if not files:
+        raise UserError(f"{folder}: no .csv recordings in this folder")
+    recs = [load_recording(f, rate_hz) for f in files]
+    for f, rec in zip(files, recs):
+        if rec.labels is None:
+            raise UserError(f"{f}: a training recording needs a 'label' column")
+        if rec.x.shape[1] != recs[0].x.shape[1]:
+            raise UserError(f"{f}: {rec.x.shape[1]} channels, {files[0].name} has {recs[0].x.shape[1]}")
+    names = sorted({label for rec in recs for label in rec.labels})
+    index = {name: k for k, name in enumerate(names)}
+    parts = {"train": ([], []), "test": ([], [])}
+    for f, rec in zip(files, recs):
+        labels = np.array([index[label] for label in rec.labels])
+        starts = windows(len(rec.x), window, hop)
+        if len(starts) == 0:
+            raise UserError(f"{f}: shorter than one window ({window} samples)")
+        cut = int(len(starts) * (1 - test_fraction))
+        for n, start in enumerate(starts):
+            # a test window must not overlap a training window
+            split = "train" if n < cut else "test"
+            if split == "test" and cut and start < starts[cut - 1] + window:
+                continue
+            xs, ys = parts[split]
+            xs.append(rec.x[start:start + window])
+            ys.append(np.bincount(labels[start:start + window], minlength=len(names)).argmax())
+    if not parts["train"][0] or not parts["test"][0]:
+        raise UserError(f"{folder}: too little data for a train and a test split at window {window}")
+    make = lambda xs, ys: Split(np.stack(xs).astype(np.float32), np.array(ys, np.int64), None)
+    return Dataset(make(*parts["train"]), make(*parts["test"]), names)
+
+
+def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 50.0) -> Dataset:
+    """DATA: an .npz, or a folder of labelled CSV recordings cut by window/hop."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"{path}: folders of CSV recordings are not read yet; give an .npz")
+        return from_recordings(path, window, hop, rate_hz)
     if not path.is_file():
         raise UserError(f"{path}: data file not found")
     try:

@@ -98,3 +98,77 @@ def make_recording(segments: int, seconds: float = 4.0, seed: int = 0) -> tuple[
     labels = rng.integers(0, len(CLASSES), size=segments)
     x = np.concatenate([_segment(rng, int(label), steps) for label in labels]).astype(np.float32)
     return x, np.repeat(labels, steps)
+
+
+# ---- vibration anomaly: a motor's accelerometer -----------------------------------------
+
+VIBRATION_CLASSES = ("normal", "imbalance", "bearing", "looseness")
+
+
+def make_vibration(n: int, steps: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """3-axis accelerometer on a motor (g), 1 kHz: the rotation frequency varies
+    per window; faults change the spectrum: imbalance raises 1x, a bearing fault
+    adds periodic impacts that ring at high frequency, looseness adds harmonics
+    and clipping. Fault severity varies down to barely visible."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % len(VIBRATION_CLASSES)
+    rng.shuffle(y)
+    t = np.arange(steps) / 1000.0
+    out = np.empty((n, steps, 3), np.float32)
+    for k, label in enumerate(y):
+        f = rng.uniform(20, 40)  # rotation, Hz
+        phase = rng.uniform(0, 2 * np.pi, 3)
+        amp = np.array([1.0, 0.8, 0.5]) * rng.uniform(0.05, 0.12)
+        sig = amp * np.sin(2 * np.pi * f * t[:, None] + phase)
+        sig += 0.3 * amp * np.sin(4 * np.pi * f * t[:, None] + phase)
+        severity = rng.uniform(0.3, 1.0)
+        if label == 1:
+            sig += severity * 2.5 * amp * np.sin(2 * np.pi * f * t[:, None] + phase)
+        elif label == 2:
+            period = 1.0 / (f * rng.uniform(3.0, 5.0))  # ball-pass frequency
+            ring = np.zeros(steps)
+            for start in np.arange(rng.uniform(0, period), t[-1], period):
+                dt = t - start
+                on = dt >= 0
+                ring[on] += np.exp(-dt[on] * 300) * np.sin(2 * np.pi * rng.uniform(180, 260) * dt[on])
+            sig += severity * 0.15 * ring[:, None] * rng.uniform(0.5, 1.0, 3)
+        elif label == 3:
+            for h in (3, 4, 5):
+                sig += severity * amp * 0.6 / h * np.sin(2 * np.pi * h * f * t[:, None] + rng.uniform(0, 6, 3))
+            sig = np.clip(sig, -np.abs(sig).max() * 0.8, None)
+        sig += rng.normal(0, 0.01, sig.shape) + np.array([0.0, 0.0, 1.0])
+        out[k] = sig
+    return out, y.astype(np.int64)
+
+
+# ---- keyword spotting: MFCC-like feature frames ----------------------------------------
+
+KEYWORD_CLASSES = ("silence", "unknown", "yes", "no", "go")
+
+
+def make_keywords(n: int, steps: int = 49, seed: int = 0, n_mfcc: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Frames of 10 cepstral coefficients (25 ms hop, ~1 s): a keyword is a
+    sequence of 3 phone prototypes with random durations, speaking rate, start
+    time, loudness and noise; "unknown" strings random phones; "silence" is
+    noise. The classes differ in the order of their phones, so a model must
+    remember what came before."""
+    rng_proto = np.random.default_rng(1234)  # the language is fixed, the speakers vary
+    phones = rng_proto.normal(0, 1, (8, n_mfcc))
+    words = {2: (0, 1, 2), 3: (2, 1, 0), 4: (3, 4, 1)}
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % len(KEYWORD_CLASSES)
+    rng.shuffle(y)
+    out = np.empty((n, steps, n_mfcc), np.float32)
+    for k, label in enumerate(y):
+        frames = rng.normal(0, 0.3, (steps, n_mfcc))  # background
+        if label != 0:
+            seq = words.get(int(label)) or tuple(rng.integers(0, 8, 3))
+            speaker = rng.normal(0, 0.25, n_mfcc)
+            pos = int(rng.integers(0, steps // 3))
+            for p in seq:
+                d = int(rng.integers(4, 10))
+                end = min(steps, pos + d)
+                frames[pos:end] += (phones[p] + speaker) * rng.uniform(0.7, 1.3)
+                pos = end
+        out[k] = frames
+    return out, y.astype(np.int64)

@@ -27,7 +27,7 @@ class TrainConfig:
     lr: float = 5e-3
     clip: float = 1.0  # global gradient norm
     val_fraction: float = 0.1
-    patience: int = 5  # epochs without a better validation loss before stopping
+    patience: int = 8  # epochs without a better validation loss before stopping
     seed: int = 0
     class_weights: bool = True
     qat_epochs: int = 5
@@ -262,7 +262,8 @@ def _split(y: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]
 
 def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: float, rng,
         hooks_for=None, progress=None, calib=None) -> dict:
-    """Adam with clipping and early stopping on a validation split; returns history."""
+    """Adam (cosine learning-rate decay, global-norm clipping) with early stopping
+    on a stratified validation split and the best weights restored; returns history."""
     n_cls = model.n_classes
     train_idx, val_idx = _split(y, cfg.val_fraction, rng) if cfg.val_fraction > 0 else (np.arange(len(y)), [])
     counts = np.bincount(y[train_idx], minlength=n_cls).astype(np.float64)
@@ -274,6 +275,7 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
     best = (math.inf, {k: v.copy() for k, v in params.items()})
     history, stale = [], 0
     for epoch in range(epochs):
+        opt.lr = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))  # cosine decay
         hooks = hooks_for(model) if hooks_for else FloatHooks()
         order = train_idx[rng.permutation(len(train_idx))]
         total, correct = 0.0, 0

@@ -18,8 +18,11 @@ def _stats(err: np.ndarray, ref: np.ndarray) -> dict:
             "rms": float(np.sqrt(np.mean(err**2))), "rms_relative": float(np.sqrt(np.mean(err**2)) / scale)}
 
 
-def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=None) -> dict:
-    """Per-layer, per-gate error of the integer model against the float one on x."""
+def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=None,
+                 samples: dict | None = None) -> dict:
+    """Per-layer, per-gate error of the integer model against the float one on x.
+    With `samples` (a dict), the raw error arrays are put there too, keyed
+    "layer k <gate>", for histograms."""
     ftrace = float_model.Trace()
     flogits = model.forward(x, lengths, ftrace)
     itrace = reference.Trace()
@@ -44,6 +47,8 @@ def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=N
             target = np.clip(fg[:, cols], -8, 8 - 2.0**-GATE_FRAC)  # Q3.12 saturates by design
             gates[name] = dict(**_stats(ig[:, cols] - target, target),
                                saturated=float(np.mean(np.abs(fg[:, cols]) >= 8)))
+            if samples is not None:
+                samples[f"layer {k} {name}"] = (ig[:, cols] - target).ravel()
         fc, ic = ftrace.cell[k][valid], itrace.cell[k][valid] / 2.0**qlayer.c_frac
         fh, ih = ftrace.hidden[k][valid], itrace.hidden[k][valid] / 128.0
         report["layers"].append({"layer": k, "c_frac": qlayer.c_frac, "gates": gates,
