@@ -22,17 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import recording, synthetic  # noqa: E402
-
-
-class Net(torch.nn.Module):
-    def __init__(self, n_in: int, hidden: int, layers: int, n_cls: int):
-        super().__init__()
-        self.lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden, n_cls)
-
-    def forward(self, x):
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
+from edge_agent.torchnet import make as make_net  # noqa: E402
 
 
 def train(data: dict, hidden: int, layers: int, epochs: int, seed: int = 0):
@@ -41,7 +31,7 @@ def train(data: dict, hidden: int, layers: int, epochs: int, seed: int = 0):
     mean, std = x.reshape(-1, x.shape[2]).mean(0), x.reshape(-1, x.shape[2]).std(0)
     xt = torch.tensor((x - mean) / std)
     yt = torch.tensor(data["y_train"])
-    net = Net(x.shape[2], hidden, layers, len(data["class_names"]))
+    net = make_net(x.shape[2], hidden, layers, len(data["class_names"]))
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     gen = torch.Generator().manual_seed(seed)

@@ -25,25 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import synthetic  # noqa: E402
+from edge_agent.torchnet import make as make_net  # noqa: E402
 from edge_agent import train as T  # noqa: E402
 from edge_agent.evaluate import int_logits  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 
 
-class Net(torch.nn.Module):
-    def __init__(self, n_in, hidden, layers, n_cls):
-        super().__init__()
-        self.lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden, n_cls)
-
-    def forward(self, x):
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
-
-
 def torch_fit(x, y, train_idx, val_idx, cfg: T.TrainConfig, n_cls, mean, std):
     torch.manual_seed(cfg.seed)
-    net = Net(x.shape[2], cfg.hidden, cfg.layers, n_cls)
+    net = make_net(x.shape[2], cfg.hidden, cfg.layers, n_cls)
     xt = torch.tensor((x - mean) / std, dtype=torch.float32)
     yt = torch.tensor(y)
     counts = np.bincount(y[train_idx], minlength=n_cls)

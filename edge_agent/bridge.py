@@ -157,17 +157,10 @@ class Bridge:
             if row is not None:
                 self.acked.append(row)
 
-    def board_lines(self, lines: list[bytes]) -> None:
-        """Board lines -> MQTT messages, stored together in one transaction."""
+    def board_messages(self, messages: list[link.Message]) -> None:
+        """Board messages -> MQTT messages, stored together in one transaction."""
         out = []
-        for line in lines:
-            try:
-                msg = link.parse(line)
-            except link.CorruptLine as exc:
-                self.log(f"dropped a corrupt line from the board: {exc}")
-                continue
-            if msg is None:
-                continue
+        for msg in messages:
             if msg.kind == "ready":
                 self.boot = msg.payload.get("boot", self.boot)
                 self.labels = msg.payload.get("labels", self.labels)
@@ -218,20 +211,18 @@ def run(port: str, bridge: Bridge, stop: threading.Event) -> None:
     """Read the board's serial port into the bridge until stop is set."""
     import serial
 
-    try:
-        ser = serial.Serial(port, 115200, timeout=0.05)
-    except (serial.SerialException, OSError) as exc:
-        raise UserError(f"{port}: cannot open the serial port ({exc})") from None
-    pending = b""
+    ser = link.open_serial(port, timeout=0.05)
+    reader = link.Reader()
     try:
         while not stop.is_set():
             try:
                 chunk = ser.read(ser.in_waiting or 1)
             except (serial.SerialException, OSError) as exc:
                 raise UserError(f"{port}: the board went away ({exc})") from None
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            bridge.board_lines(lines)
+            corrupt = reader.corrupt
+            bridge.board_messages(reader.feed(chunk))
+            if reader.corrupt > corrupt:
+                bridge.log(f"dropped {reader.corrupt - corrupt} corrupt line(s) from the board")
             bridge.pump()
     finally:
         ser.close()

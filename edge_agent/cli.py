@@ -109,7 +109,12 @@ def cmd_train(args) -> int:
     finally:
         if bar:
             bar.close()
-    fm.save_npz(args.out)
+    if str(args.out).endswith((".pt", ".pth")):
+        from .torchnet import save_checkpoint
+
+        save_checkpoint(fm, args.out)
+    else:
+        fm.save_npz(args.out)
     acc = float(np.mean(fm.forward(data.test.x, data.test.lengths).argmax(1) == data.test.y))
     phases = ", ".join(f"{name}: {len(r['history'])} epochs" for name, r in report.items())
     print(f"wrote {args.out}: {len(fm.layers)} layer(s), hidden {fm.hidden}, {fm.n_classes} classes; "
@@ -204,157 +209,24 @@ def _mqtt_target(args):
 
 
 def _publish_replay(args, settings, qm, dets) -> int:
-    """Publish detections as a board would: status, discovery, detections (QoS 1), metrics."""
-    import os
+    from .replay import publish_mqtt
 
-    from . import mqtt
-
-    device_id = args.device_id or settings.device_id
-    prefix = settings.publisher.topic_prefix
-    labels = settings.labels or qm.class_names
-    boot = os.urandom(4).hex()
-    status = mqtt.topic(prefix, device_id, "status")
-
-    def announce(client, flags, reason):
-        client.publish(status, "online", 1, True)
-        for topic, payload in mqtt.discovery(prefix, device_id, labels):
-            client.publish(topic, payload, 1, True)
-
-    def rediscover(msg):
-        if msg.topic == "homeassistant/status" and msg.payload == b"online":
-            announce(client, None, None)
-
-    client = mqtt.connect(_mqtt_target(args), f"edge-agent-replay-{device_id}", will=(status, "offline", 1, True),
-                          on_connect=announce, on_message=rediscover)
-    client.subscribe("homeassistant/status")
-    infos, n = [], 0
-    for det in dets:
-        n += 1
-        payload = {"seq": det["seq"], "boot": boot, "t": det["t"], "class": det["class"],
-                   "label": det["label"], "score": det["score"]}
-        infos.append(client.publish(mqtt.topic(prefix, device_id, "detection"), json.dumps(payload), 1))
+    for det in publish_mqtt(dets, _mqtt_target(args), settings, qm, args.device_id):
         print(json.dumps(det) if args.json else f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} "
-              f"score {det['score']:.3f}  -> {prefix}/{device_id}/detection", flush=True)
-    client.publish(mqtt.topic(prefix, device_id, "metrics"), json.dumps({"boot": boot, "detections": n}), 0)
-    for info in infos:
-        info.wait_for_publish(30)
-    client.publish(status, "offline", 1, True).wait_for_publish(10)
-    client.disconnect()
-    client.loop_stop()
+              f"score {det['score']:.3f}", flush=True)
     return 0
 
 
 def cmd_monitor(args) -> int:
-    import threading
-    import time
-
-    from . import link, mqtt
-    from .monitor import FleetView, detection_line, parse_topic
-
-    view = FleetView()
-    done = threading.Event()
-    lock = threading.Lock()
-    count = [0]
-
-    def on_detection(device_id, det):
-        with lock:
-            if not view.detection(device_id, det):
-                return
-            count[0] += 1
-            if args.json:
-                print(detection_line(device_id, det), flush=True)
-            if args.count and count[0] >= args.count:
-                done.set()
-
-    def on_message(msg):
-        where = parse_topic(msg.topic)
-        if where is None:
-            return
-        device_id, kind = where
-        try:
-            if kind == "detection":
-                on_detection(device_id, json.loads(msg.payload))
-            elif kind == "status":
-                view.status(device_id, msg.payload.decode(errors="replace"))
-            elif kind == "metrics":
-                view.device(device_id).metrics = json.loads(msg.payload)
-        except (ValueError, KeyError, TypeError):
-            print(f"edge-agent: ignored a malformed message on {msg.topic}", file=sys.stderr)
+    from . import monitor
 
     if args.port:
-        return _monitor_serial(args, view, on_detection, done)
-    if not args.mqtt:
+        source = monitor.serial_source(args.port)
+    elif args.mqtt:
+        source = monitor.mqtt_source(_mqtt_target(args), args.topic_prefix, args.group, args.client_id)
+    else:
         raise UserError("monitor needs --mqtt URL or --port P")
-    prefix = args.topic_prefix
-    share = f"$share/{args.group}/" if args.group else ""
-    topics = [f"{share}{prefix}/+/{kind}" for kind in ("detection", "status", "metrics")]
-
-    def subscribe(client, flags, reason):
-        for t in topics:
-            client.subscribe(t, 1)
-
-    client = mqtt.connect(_mqtt_target(args), args.client_id, clean=args.client_id is None, v5=True,
-                          on_message=on_message, on_connect=subscribe)
-    try:
-        _watch(args, view, done)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return 0
-
-
-def _watch(args, view, done) -> None:
-    """Until --count is reached (or Ctrl-C): the live table when not in --json mode."""
-    import time
-
-    tty = sys.stdout.isatty()
-    last = 0.0
-    try:
-        while not done.wait(0.2):
-            if not args.json and time.monotonic() - last >= (1 if tty else 5):
-                last = time.monotonic()
-                print(("\x1b[H\x1b[2J" if tty else "") + view.table(), flush=True)
-    except KeyboardInterrupt:
-        pass
-    if not args.json:
-        print(view.table(), flush=True)
-
-
-def _monitor_serial(args, view, on_detection, done) -> int:
-    import threading
-
-    import serial
-
-    from . import link
-
-    try:
-        ser = serial.Serial(args.port, 115200, timeout=0.1)
-    except (serial.SerialException, OSError) as exc:
-        raise UserError(f"{args.port}: cannot open the serial port ({exc})") from None
-    device = ["serial"]
-
-    def read():
-        pending = b""
-        while not done.is_set():
-            pending += ser.read(ser.in_waiting or 1)
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                try:
-                    msg = link.parse(line)
-                except link.CorruptLine:
-                    continue
-                if msg and msg.kind == "ready":
-                    device[0] = msg.payload.get("device_id", device[0])
-                    view.status(device[0], "online")
-                elif msg and msg.kind == "det":
-                    on_detection(device[0], msg.payload)
-
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        _watch(args, view, done)
-    finally:
-        done.set()
-        ser.close()
+    monitor.run(source, as_json=args.json, count=args.count)
     return 0
 
 
@@ -419,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a float LSTM in numpy (optionally quantization-aware)")
     p.add_argument("--data", required=True, help="DATA .npz, or a folder of labelled CSV recordings")
-    p.add_argument("--out", required=True, help="model .npz (state_dict names: loads like a PyTorch checkpoint)")
+    p.add_argument("--out", required=True, help="model.npz (PyTorch state_dict names) or model.pt (torch.save)")
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--epochs", type=int, default=20)

@@ -213,22 +213,13 @@ def wait_ready(serial, timeout: float) -> dict:
     """Read lines until the runner says ready (an error line before it is reported)."""
     serial.timeout = 0.1
     end = time.monotonic() + timeout
-    pending = b""
+    reader = link.Reader()
     errors = []
     while time.monotonic() < end:
-        chunk = serial.read(serial.in_waiting or 1)
-        if not chunk:
-            continue
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            try:
-                msg = link.parse(line)
-            except link.CorruptLine:
-                continue
-            if msg and msg.kind == "error":
+        for msg in reader.feed(serial.read(serial.in_waiting or 1)):
+            if msg.kind == "error":
                 errors.append(msg.payload)
-            if msg and msg.kind == "ready":
+            if msg.kind == "ready":
                 return dict(msg.payload, errors=errors)
     raise BoardError(f"the runner did not report ready within {timeout:.0f} s"
                      + (f" (it said: {errors[-1]})" if errors else ""))

@@ -60,3 +60,38 @@ def sample_line(raw) -> bytes:
 
 def command_line(command: dict) -> bytes:
     return ("c " + json.dumps(command) + "\n").encode()
+
+
+class Reader:
+    """Bytes from a serial port in, protocol messages out; stray output is
+    skipped and corrupted lines are counted."""
+
+    def __init__(self):
+        self.pending = b""
+        self.corrupt = 0
+
+    def feed(self, chunk: bytes) -> list[Message]:
+        self.pending += chunk
+        *lines, self.pending = self.pending.split(b"\n")
+        out = []
+        for line in lines:
+            try:
+                msg = parse(line)
+            except CorruptLine:
+                self.corrupt += 1
+                continue
+            if msg is not None:
+                out.append(msg)
+        return out
+
+
+def open_serial(port: str, timeout: float = 0.1):
+    """A pyserial port, or one clear UserError."""
+    import serial
+
+    from .errors import UserError
+
+    try:
+        return serial.Serial(port, 115200, timeout=timeout)
+    except (serial.SerialException, OSError) as exc:
+        raise UserError(f"{port}: cannot open the serial port ({exc})") from None

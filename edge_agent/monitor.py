@@ -6,6 +6,8 @@ gaps and duplicates in seq (per boot id, so a reboot is not a gap), last seen.
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -90,3 +92,104 @@ def parse_topic(topic: str) -> tuple[str, str] | None:
 
 def detection_line(device_id: str, det: dict) -> str:
     return json.dumps({"device_id": device_id, **det})
+
+
+# ---- sources: each calls on_detection(device_id, det) and view updates from a thread ----
+
+def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: str | None = None):
+    """Subscribe to every device's detection, status and metrics topics (as a
+    shared subscription with a group; a persistent session with a client id)."""
+    from . import mqtt
+
+    def start(view: FleetView, on_detection):
+        share = f"$share/{group}/" if group else ""
+        topics = [f"{share}{prefix}/+/{kind}" for kind in ("detection", "status", "metrics")]
+
+        def on_message(msg):
+            where = parse_topic(msg.topic)
+            if where is None:
+                return
+            device_id, kind = where
+            try:
+                if kind == "detection":
+                    on_detection(device_id, json.loads(msg.payload))
+                elif kind == "status":
+                    view.status(device_id, msg.payload.decode(errors="replace"))
+                elif kind == "metrics":
+                    view.device(device_id).metrics = json.loads(msg.payload)
+            except (ValueError, KeyError, TypeError):
+                print(f"edge-agent: ignored a malformed message on {msg.topic}", file=sys.stderr)
+
+        client = mqtt.connect(tgt, client_id, clean=client_id is None, v5=True, on_message=on_message,
+                              on_connect=lambda c, f, r: [c.subscribe(t, 1) for t in topics])
+
+        def stop():
+            client.disconnect()
+            client.loop_stop()
+        return stop
+    return start
+
+
+def serial_source(port: str):
+    """A board on serial: its detection lines, named by the device id it announces."""
+    from . import link
+
+    def start(view: FleetView, on_detection):
+        ser = link.open_serial(port)
+        reader = link.Reader()
+        done = threading.Event()
+        device = ["serial"]
+
+        def read():
+            while not done.is_set():
+                for msg in reader.feed(ser.read(ser.in_waiting or 1)):
+                    if msg.kind == "ready":
+                        device[0] = msg.payload.get("device_id", device[0])
+                        view.status(device[0], "online")
+                    elif msg.kind == "det":
+                        on_detection(device[0], msg.payload)
+
+        thread = threading.Thread(target=read, daemon=True)
+        thread.start()
+
+        def stop():
+            done.set()
+            thread.join(timeout=1)
+            ser.close()
+        return stop
+    return start
+
+
+def run(source, as_json: bool = False, count: int | None = None, out=None) -> FleetView:
+    """Watch until `count` unique detections (or Ctrl-C): JSON lines, or the live table."""
+    out = out or sys.stdout
+    view = FleetView()
+    done = threading.Event()
+    lock = threading.Lock()
+    seen = [0]
+
+    def on_detection(device_id: str, det: dict) -> None:
+        with lock:
+            if not view.detection(device_id, det):
+                return
+            seen[0] += 1
+            if as_json:
+                print(detection_line(device_id, det), file=out, flush=True)
+            if count and seen[0] >= count:
+                done.set()
+
+    stop = source(view, on_detection)
+    tty = out.isatty()
+    last = 0.0
+    try:
+        while not done.wait(0.2):
+            if not as_json and time.monotonic() - last >= (1 if tty else 5):
+                last = time.monotonic()
+                print(("\x1b[H\x1b[2J" if tty else "") + view.table(), file=out, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+    if not as_json:
+        print(view.table(), file=out, flush=True)
+    return view

@@ -54,36 +54,22 @@ class _BoardLink:
     board never blocks on a full output buffer while we write samples."""
 
     def __init__(self, port: str):
-        import serial
-
-        try:
-            self.serial = serial.Serial(port, 115200, timeout=0.1)
-        except (serial.SerialException, OSError) as exc:
-            raise UserError(f"{port}: cannot open the serial port ({exc})") from None
+        self.serial = link.open_serial(port)
         self.messages: queue.Queue = queue.Queue()
         self.other: list[link.Message] = []  # messages passed over while waiting for one kind
-        self.corrupt = 0
+        self.reader = link.Reader()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        pending = b""
         while not self._stop.is_set():
             try:
                 chunk = self.serial.read(self.serial.in_waiting or 1)
             except OSError:
                 break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                try:
-                    msg = link.parse(line)
-                except link.CorruptLine:
-                    self.corrupt += 1
-                    continue
-                if msg is not None:
-                    self.messages.put(msg)
+            for msg in self.reader.feed(chunk):
+                self.messages.put(msg)
 
     def wait_for(self, kind: str, timeout: float, where=lambda p: True) -> dict:
         end = time.monotonic() + timeout
@@ -163,3 +149,47 @@ def detections(rec: Recording, qmodel: QuantModel, settings: Settings, backend: 
 
         return board_detections(rec, qmodel, settings, find_port(port or settings.port), realtime, progress)
     raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+
+
+def publish_mqtt(dets, tgt, settings: Settings, qmodel: QuantModel, device_id: str | None = None):
+    """Publish detections exactly as a board would (status and discovery on
+    connect, detections at QoS 1 with seq and a boot id, metrics, then offline);
+    yields each detection once it is handed to the broker."""
+    import json
+    import os
+
+    from . import mqtt
+
+    device_id = device_id or settings.device_id
+    prefix = settings.publisher.topic_prefix
+    labels = _labels(settings, qmodel)
+    boot = os.urandom(4).hex()
+    status = mqtt.topic(prefix, device_id, "status")
+
+    def announce(client, *_):
+        client.publish(status, "online", 1, True)
+        for topic, payload in mqtt.discovery(prefix, device_id, labels):
+            client.publish(topic, payload, 1, True)
+
+    def on_message(msg):  # Home Assistant restarted: send discovery again
+        if msg.topic == "homeassistant/status" and msg.payload == b"online":
+            announce(client)
+
+    client = mqtt.connect(tgt, f"edge-agent-replay-{device_id}", will=(status, "offline", 1, True),
+                          on_connect=announce, on_message=on_message)
+    client.subscribe("homeassistant/status")
+    infos, n = [], 0
+    try:
+        for det in dets:
+            n += 1
+            payload = {"seq": det["seq"], "boot": boot, "t": det["t"], "class": det["class"],
+                       "label": det["label"], "score": det["score"]}
+            infos.append(client.publish(mqtt.topic(prefix, device_id, "detection"), json.dumps(payload), 1))
+            yield det
+        client.publish(mqtt.topic(prefix, device_id, "metrics"), json.dumps({"boot": boot, "detections": n}), 0)
+        for info in infos:
+            info.wait_for_publish(30)
+        client.publish(status, "offline", 1, True).wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -45,20 +45,14 @@ class Board:
             threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self):
-        pending = b""
+        reader = link.Reader()
         while not self._stop.is_set():
             try:
-                pending += self.ser.read(self.ser.in_waiting or 1)
+                chunk = self.ser.read(self.ser.in_waiting or 1)
             except (OSError, serial.SerialException):
                 return
-            *done, pending = pending.split(b"\n")
-            for line in done:
-                try:
-                    msg = link.parse(line)
-                except link.CorruptLine:
-                    continue
-                if msg:
-                    self.lines.put(msg)
+            for msg in reader.feed(chunk):
+                self.lines.put(msg)
 
     def samples(self, n: int, value: int = 100):
         for i in range(n):

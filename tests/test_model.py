@@ -8,15 +8,7 @@ from edge_agent.errors import UserError
 torch = pytest.importorskip("torch")
 
 
-class Net(torch.nn.Module):
-    def __init__(self, n_in, hidden, layers, classes):
-        super().__init__()
-        self.lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden, classes)
-
-    def forward(self, x):
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
+from edge_agent.torchnet import make as Net  # noqa: E402
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])

@@ -43,15 +43,7 @@ def test_gradients_match_finite_differences_for_every_parameter():
 torch = pytest.importorskip("torch")
 
 
-class Net(torch.nn.Module):
-    def __init__(self, n_in, hidden, layers, n_cls):
-        super().__init__()
-        self.lstm = torch.nn.LSTM(n_in, hidden, num_layers=layers, batch_first=True)
-        self.head = torch.nn.Linear(hidden, n_cls)
-
-    def forward(self, x):
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
+from edge_agent.torchnet import make as Net  # noqa: E402
 
 
 def test_gradients_equal_torch_autograd():
@@ -76,6 +68,16 @@ def trained(tmp_path_factory):
     path = tmp_path_factory.mktemp("m") / "model.npz"
     model.save_npz(path)
     return model, report, path, x, y, cfg
+
+
+def test_train_writes_a_torch_checkpoint_that_quantize_loads(trained, tmp_path):
+    from edge_agent.torchnet import save_checkpoint
+
+    model, _, _, x, _, _ = trained
+    save_checkpoint(model, tmp_path / "m.pt")
+    again = fmodel.load_model(tmp_path / "m.pt")
+    np.testing.assert_allclose(again.forward(x), model.forward(x), atol=1e-5)
+    assert again.class_names == list(synthetic.CLASSES)
 
 
 def test_trained_model_in_torch_gives_the_same_logits(trained):
