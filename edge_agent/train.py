@@ -273,6 +273,10 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
     params = params_of(model)
     opt = Adam(params, lr)
     best = (math.inf, {k: v.copy() for k, v in params.items()})
+    if len(val_idx):  # the starting point competes too: fine-tuning never returns something worse
+        start_loss, _, _ = loss_and_grads(model, params, x[val_idx], y[val_idx], mask[val_idx], weights,
+                                          hooks_for(model) if hooks_for else FloatHooks(), need_grads=False)
+        best = (start_loss, best[1])
     history, stale = [], 0
     for epoch in range(epochs):
         opt.lr = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))  # cosine decay
