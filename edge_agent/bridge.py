@@ -137,7 +137,7 @@ class Bridge:
         self.client = mqtt.connect(
             tgt, client_id or f"edge-agent-bridge-{device_id}", clean=False, v5=v5,
             will=(status, "offline", 1, True), on_connect=self._on_connect,
-            on_disconnect=self._on_disconnect, on_publish=self._on_publish, wait=False)
+            on_disconnect=self._on_disconnect, on_publish=self._on_publish, wait=False, log=self.log)
 
     def _on_connect(self, client, flags, reason) -> None:
         client.publish(mqtt.topic(self.prefix, self.device_id, "status"), "online", 1, True)

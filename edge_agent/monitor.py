@@ -170,8 +170,8 @@ def run(source, as_json: bool = False, count: int | None = None, out=None) -> Fl
 
     def on_detection(device_id: str, det: dict) -> None:
         with lock:
-            if not view.detection(device_id, det):
-                return
+            if (count and seen[0] >= count) or not view.detection(device_id, det):
+                return  # done already, or a duplicate
             seen[0] += 1
             if as_json:
                 print(detection_line(device_id, det), file=out, flush=True)

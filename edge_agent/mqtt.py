@@ -109,7 +109,7 @@ _CONNACK_HINTS = {
 
 def connect(tgt: Target, client_id: str | None = None, clean: bool = True, will: tuple | None = None,
             v5: bool = False, timeout: float = 10.0, on_message=None, on_connect=None,
-            on_disconnect=None, on_publish=None, wait: bool = True):
+            on_disconnect=None, on_publish=None, wait: bool = True, log=None):
     """A connected paho client with its network loop running, or one clear UserError.
     wait=False: a broker that is down is not an error; the loop keeps trying
     (for the bridge, which must queue while the broker is away)."""
@@ -134,6 +134,8 @@ def connect(tgt: Target, client_id: str | None = None, clean: bool = True, will:
         if not first.is_set():
             outcome["reason"] = reason
             first.set()
+        if reason.is_failure and log:  # a background reconnect refused: say why, keep trying
+            log(f"MQTT broker {tgt.host}:{tgt.port}: {_CONNACK_HINTS.get(str(reason), str(reason))}")
         if not reason.is_failure and on_connect:
             on_connect(c, flags, reason)
 

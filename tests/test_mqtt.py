@@ -160,3 +160,26 @@ def test_shared_subscription_splits_the_stream(tmp_path, broker):
     assert all(halves), "each monitor in the group got a share"
     assert not set(halves[0]) & set(halves[1])
     assert sorted(halves[0] + halves[1]) == list(range(1, published + 1))
+
+
+def test_tls_end_to_end(tmp_path):
+    """mqtts:// with a CA file: replay publishes, monitor receives, over TLS."""
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    b = Broker(tmp_path, f"allow_anonymous true\ncertfile {cert}\nkeyfile {key}\n").start()
+    url = b.url.replace("mqtt://", "mqtts://")
+    try:
+        monitor = edge_agent("monitor", "--mqtt", url, "--tls-ca", cert, "--json", "--count", 5)
+        time.sleep(1.5)
+        replay = edge_agent("replay", "--mqtt", url, "--tls-ca", cert, "--device-id", "tls-01", "--json",
+                            cwd=tmp_path)
+        assert replay.communicate(timeout=60)[0].count("\n") >= 5
+        out = wait_done(monitor)
+        plain = edge_agent("monitor", "--mqtt", url, "--count", 1)  # no CA given: the system's CAs refuse it
+        _, err = plain.communicate(timeout=30)
+    finally:
+        b.stop()
+    assert seqs(out, "tls-01") == [1, 2, 3, 4, 5]
+    assert plain.returncode != 0 and "TLS" in err and err.count("\n") == 1
