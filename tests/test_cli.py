@@ -81,3 +81,20 @@ def test_failed_quantize_leaves_no_file(tmp_path, demo_paths):
     proc = run_cli("quantize", "--model", demo_paths["model"], "--calib", tmp_path / "three.npz", "--out", out)
     _one_line_error(proc, "channels")
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "three.npz"]
+
+
+def test_evaluate_micropython_dump_equals_numpy(tmp_path, demo_paths):
+    """device/ under the real MicroPython unix port, on every test window of the
+    bundled dataset, writes the very logits the numpy reference does."""
+    dumps = {}
+    for backend in ("numpy", "micropython"):
+        out = tmp_path / f"{backend}.npz"
+        proc = run_cli("evaluate", "--model", demo_paths["model"], "--blob", demo_paths["blob"],
+                       "--data", demo_paths["data"], "--backend", backend, "--json", "--dump", out)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["backend"] == backend
+        with np.load(out) as z:
+            dumps[backend] = {k: z[k] for k in z.files}
+    for key in ("logits", "pred", "score"):
+        assert np.array_equal(dumps["numpy"][key], dumps["micropython"][key]), key
+    assert len(dumps["numpy"]["logits"]) == 200
