@@ -5,8 +5,9 @@ features), the same data, split, model size, epochs and recipe (Adam 5e-3 with
 cosine decay, clip 1.0, batch 64, class weights, best validation weights
 restored) in edge_agent.train and in PyTorch; then the numpy model quantized by
 PTQ, and fine-tuned by QAT then quantized. PyTorch starts from the numpy run's
-initial weights and sees the same batches in the same order, so any difference
-is the implementation's, not the luck of the draw; several seeds show the spread. Also prints training time for the
+initial weights and sees the same batches in the same order. In float64 the two
+stay in lockstep (printed first); in float32 rounding differences grow over the
+epochs (training is chaotic), so several seeds show the spread. Also prints training time for the
 1-layer H=32 model on 1,000 windows of 100 x 6 for 20 epochs, numpy vs PyTorch.
 
     python bench/train_parity.py [--epochs 20] [--qat-epochs 5]
@@ -80,8 +81,8 @@ def run_task(name, x, y, xt, yt, labels, cfg, qat_epochs):
     qat_model = copy.deepcopy(model)
     qcfg = copy.copy(cfg)
     qcfg.patience = qat_epochs
-    T.fit(qat_model, x.astype(np.float64), y, None, qcfg, qat_epochs, cfg.qat_lr, np.random.default_rng(cfg.seed + 1),
-          hooks_for=lambda m: T.FakeQuant(m, calib))
+    qcfg.qat_epochs = qat_epochs
+    T.qat_fit(qat_model, x.astype(np.float64), y, None, qcfg, np.random.default_rng(cfg.seed + 1), calib)
     qat_float = float((qat_model.forward(xt).argmax(1) == yt).mean())
     qat_acc = float((int_logits(quantize(qat_model, calib), xt).argmax(1) == yt).mean())
     print(f"{name:<10} seed {cfg.seed}: float {float_acc:.4f} | PyTorch {torch_acc:.4f} | int8 PTQ {ptq_acc:.4f} | "
@@ -89,6 +90,38 @@ def run_task(name, x, y, xt, yt, labels, cfg, qat_epochs):
           flush=True)
     return {"float": float_acc, "torch": torch_acc, "ptq": ptq_acc, "qat": qat_acc, "qat_float": qat_float,
             "ours_s": ours_s, "torch_s": torch_s}
+
+
+def lockstep(x, y, epochs: int = 3) -> None:
+    """The same start, batches and recipe in float64 PyTorch: the weights agree."""
+    cfg = T.TrainConfig(hidden=32, layers=1, epochs=epochs, seed=0)
+    x = x.astype(np.float64)
+    rng = np.random.default_rng(0)
+    model = T.init_model(x.shape[2], 32, 1, int(y.max()) + 1, rng)
+    train_idx, _ = T._split(y, cfg.val_fraction, rng)
+    flat = x.reshape(-1, x.shape[2])
+    model.mean, model.std = flat.mean(0), flat.std(0)
+    net = from_model(model).double()
+    params, opt = T.params_of(model), T.Adam(T.params_of(model), cfg.lr)
+    topt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    mask, w = T._mask(len(x), x.shape[1], None), np.ones(int(y.max()) + 1)
+    xt, yt = torch.tensor((x - model.mean) / model.std), torch.tensor(y)
+    diffs = []
+    for epoch in range(epochs):
+        order = train_idx[rng.permutation(len(train_idx))]
+        for start in range(0, len(order), cfg.batch):
+            b = order[start:start + cfg.batch]
+            _, _, g = T.loss_and_grads(model, params, x[b], y[b], mask[b], w)
+            T.clip_global(g, cfg.clip)
+            opt.step(params, g)
+            topt.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[b]), yt[b]).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+            topt.step()
+        state = net.state_dict()
+        diffs.append(max(float(np.abs(params[k] - state[k].numpy()).max()) for k in params))
+    print("lockstep, float64 PyTorch from the same start and batches: max |weight difference| after "
+          + ", ".join(f"epoch {i + 1}: {d:.1e}" for i, d in enumerate(diffs)), flush=True)
 
 
 TASKS = {
@@ -106,6 +139,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    lockstep(*TASKS["activity"][0](100))
     print(f"1-layer H=32, {args.epochs} epochs, same recipe in both, {args.seeds} seeds; "
           f"test accuracy on 1,000 held-out windows; torch threads 1")
     for name in args.tasks:

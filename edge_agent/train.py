@@ -261,9 +261,11 @@ def _split(y: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]
 
 
 def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: float, rng,
-        hooks_for=None, progress=None, calib=None) -> dict:
+        hooks_for=None, progress=None, select=None) -> dict:
     """Adam (cosine learning-rate decay, global-norm clipping) with early stopping
-    on a stratified validation split and the best weights restored; returns history."""
+    on a stratified validation split and the best weights restored; returns history.
+    select(model, val_idx) -> a score to maximise instead of the validation loss
+    (QAT: the real int8 model's validation accuracy)."""
     n_cls = model.n_classes
     train_idx, val_idx = _split(y, cfg.val_fraction, rng) if cfg.val_fraction > 0 else (np.arange(len(y)), [])
     counts = np.bincount(y[train_idx], minlength=n_cls).astype(np.float64)
@@ -272,11 +274,14 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
     mask = _mask(len(y), x.shape[1], lengths)
     params = params_of(model)
     opt = Adam(params, lr)
-    best = (math.inf, {k: v.copy() for k, v in params.items()})
+    def merit(loss: float) -> tuple:  # larger is better
+        return (select(model, val_idx), -loss) if select else (-loss,)
+
+    best = ((-math.inf,), {k: v.copy() for k, v in params.items()})
     if len(val_idx):  # the starting point competes too: fine-tuning never returns something worse
         start_loss, _, _ = loss_and_grads(model, params, x[val_idx], y[val_idx], mask[val_idx], weights,
                                           hooks_for(model) if hooks_for else FloatHooks(), need_grads=False)
-        best = (start_loss, best[1])
+        best = (merit(start_loss), best[1])
     history, stale = [], 0
     for epoch in range(epochs):
         opt.lr = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))  # cosine decay
@@ -296,8 +301,9 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
             v_loss, v_logits, _ = loss_and_grads(model, params, x[val_idx], y[val_idx], mask[val_idx],
                                                  weights, hooks, need_grads=False)
             record.update(val_loss=v_loss, val_acc=float((v_logits.argmax(1) == y[val_idx]).mean()))
-            if v_loss < best[0] - 1e-6:
-                best, stale = (v_loss, {k: v.copy() for k, v in params.items()}), 0
+            score = merit(v_loss)
+            if score > best[0]:
+                best, stale = (score, {k: v.copy() for k, v in params.items()}), 0
             else:
                 stale += 1
         history.append(record)
@@ -307,7 +313,25 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
             break
     if len(val_idx):
         set_params(model, best[1])  # restore the best validation weights
-    return {"history": history, "best_val_loss": best[0] if len(val_idx) else None}
+    return {"history": history, "best": list(best[0]) if len(val_idx) else None}
+
+
+def int8_accuracy(model: FloatModel, calib, calib_len, x, y, lengths=None) -> float:
+    """Accuracy of the blob quantize() makes of `model`, run by the integer reference."""
+    from .evaluate import int_logits
+
+    qm = quantize(model, calib, calib_len)
+    return float(np.mean(int_logits(qm, x, lengths).argmax(1) == y))
+
+
+def qat_fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, rng, calib, calib_len=None, progress=None) -> dict:
+    """Fine-tune through FakeQuant; keep the epoch whose real int8 model is best on validation."""
+    def select(m, val_idx):
+        return int8_accuracy(m, calib, calib_len, x[val_idx], y[val_idx],
+                             None if lengths is None else np.asarray(lengths)[val_idx])
+
+    return fit(model, x, y, lengths, cfg, cfg.qat_epochs, cfg.qat_lr, rng,
+               hooks_for=lambda m: FakeQuant(m, calib, calib_len), progress=progress, select=select)
 
 
 def train(x: np.ndarray, y: np.ndarray, lengths=None, cfg: TrainConfig = TrainConfig(),
@@ -335,7 +359,6 @@ def train(x: np.ndarray, y: np.ndarray, lengths=None, cfg: TrainConfig = TrainCo
         calib_idx = rng.permutation(len(x))[:512]
         calib = x[calib_idx]
         calib_len = None if lengths is None else np.asarray(lengths)[calib_idx]
-        report["qat"] = fit(model, x, y, lengths, cfg, cfg.qat_epochs, cfg.qat_lr, rng,
-                            hooks_for=lambda m: FakeQuant(m, calib, calib_len),
-                            progress=(lambda r: progress("qat", r)) if progress else None)
+        report["qat"] = qat_fit(model, x, y, lengths, cfg, rng, calib, calib_len,
+                                progress=(lambda r: progress("qat", r)) if progress else None)
     return model, report
