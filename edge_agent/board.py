@@ -43,6 +43,18 @@ class VirtualBoard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @staticmethod
+    def _die_with_parent() -> None:
+        """In the child: be killed if the board's thread goes away without stop()
+        (a crashed test, a killed CLI), instead of spinning on a dead terminal."""
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
     def _spawn(self) -> subprocess.Popen:
         main = self.dir / "main.py"
         args = [binary(), "-X", "heapsize=2M"]
@@ -51,7 +63,8 @@ class VirtualBoard:
         # HOME elsewhere: the REPL's history file must not land in the board's flash
         env = {"MICROPYPATH": f"{self.dir}:.frozen", "HOME": tempfile.gettempdir()}
         return subprocess.Popen(args, stdin=self.master, stdout=self.master, stderr=self.master,
-                                cwd=self.dir, env=env, start_new_session=True)
+                                cwd=self.dir, env=env, start_new_session=True,
+                                preexec_fn=self._die_with_parent)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -64,11 +77,16 @@ class VirtualBoard:
             self.log(f"reset {self.resets} (interpreter ended with status {self._proc.returncode})")
 
     def start(self) -> "VirtualBoard":
+        import atexit
+
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        atexit.register(self.stop)
         return self
 
     def stop(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._proc and self._proc.poll() is None:
             self._proc.kill()

@@ -36,7 +36,11 @@ class Board:
     def __init__(self, flash_dir: Path, settings, drain: bool = True):
         self.vboard = VirtualBoard(flash_dir).start()
         self.port = self.vboard.port
-        self.result = flash.flash(settings, DEMO_BLOB, self.port, progress=False)
+        try:
+            self.result = flash.flash(settings, DEMO_BLOB, self.port, progress=False)
+        except BaseException:
+            self.vboard.stop()
+            raise
         self.lines: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self.writer = os.open(self.port, os.O_WRONLY | os.O_NOCTTY)
