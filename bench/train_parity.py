@@ -10,7 +10,7 @@ stay in lockstep (printed first); in float32 rounding differences grow over the
 epochs (training is chaotic), so several seeds show the spread. Also prints training time for the
 1-layer H=32 model on 1,000 windows of 100 x 6 for 20 epochs, numpy vs PyTorch.
 
-    python bench/train_parity.py [--epochs 20] [--qat-epochs 5]
+    python bench/train_parity.py [--epochs 60] [--qat-epochs 5] [--seeds 3] [--tasks activity vibration keywords]
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ TASKS = {
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--qat-epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
