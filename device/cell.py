@@ -120,6 +120,7 @@ def _lstm_update(arena: ptr8, meta: ptr32, st: int, x: int):
     c = ptr16(st + meta[11])
     n = 0
     while n < hid:
+        # the five table lookups are written out: a viper-to-viper call costs more than the lookup
         u = z[n]
         i = sig + (u >> ls)
         lo = (a16[i] ^ 0x8000) - 0x8000

@@ -51,7 +51,8 @@ def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fr
     """Labelled CSV recordings (a `label` column) cut into windows every `hop`
     samples; a window's label is the one most of its samples carry. The last
     part of each recording is the test split (no window shared across splits)."""
-    from .recording import load as load_recording, windows
+    from .recording import load as load_recording
+    from .reference import window_starts
 
     files = sorted(folder.glob("*.csv"))
     if not files:
@@ -67,7 +68,7 @@ def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fr
     parts = {"train": ([], []), "test": ([], [])}
     for f, rec in zip(files, recs):
         labels = np.array([index[label] for label in rec.labels])
-        starts = windows(len(rec.x), window, hop)
+        starts = window_starts(len(rec.x), window, hop)
         if len(starts) == 0:
             raise UserError(f"{f}: shorter than one window ({window} samples)")
         cut = int(len(starts) * (1 - test_fraction))

@@ -92,9 +92,3 @@ def save_csv(path: str | Path, x: np.ndarray, rate_hz: float, channels, labels=N
             extra = [labels[n]] if labels is not None else []
             writer.writerow([f"{n / rate_hz:.3f}", *(f"{v:.5g}" for v in row), *extra])
 
-
-def windows(n_samples: int, window: int, hop: int) -> np.ndarray:
-    """Start index of every full window, one every `hop` samples."""
-    if n_samples < window:
-        return np.zeros(0, dtype=np.int64)
-    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)

@@ -262,6 +262,13 @@ def score_fraction(score_q15: int) -> float:
 
 # ---- streams -----------------------------------------------------------------------
 
+def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
+    """Start index of every full window, one every `hop` samples."""
+    if n_samples < window:
+        return np.zeros(0, dtype=np.int64)
+    return np.arange(0, n_samples - window + 1, hop, dtype=np.int64)
+
+
 def stream_decisions(engine: IntegerLSTM, x_q: np.ndarray, window: int, hop: int,
                      continuous: bool = False, batch: int = 256):
     """Decision points of a sample stream x_q int8 [N, C], as device/stream.py
@@ -283,7 +290,7 @@ def stream_decisions(engine: IntegerLSTM, x_q: np.ndarray, window: int, hop: int
             if t + 1 >= window and (t + 1 - window) % hop == 0:
                 out.append((t, engine.logits()[0]))
         return out
-    starts = np.arange(0, len(x_q) - window + 1, hop) if len(x_q) >= window else np.zeros(0, int)
+    starts = window_starts(len(x_q), window, hop)
     for first in range(0, len(starts), batch):
         chunk = starts[first:first + batch]
         logits = engine.run(np.stack([x_q[s:s + window] for s in chunk]))

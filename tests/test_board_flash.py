@@ -1,10 +1,8 @@
 """A virtual board on a real pseudo-terminal, flashed and replayed through the
 same code path a real board uses (raw REPL over pyserial, line protocol)."""
-import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """device/main.py under the real MicroPython unix port, fed by the stream sensor."""
 import json
-import os
 import shutil
 import subprocess
 

@@ -2,7 +2,6 @@
 publishing itself, the bridge for serial boards, monitor, Home Assistant
 discovery, credentials, ACL and shared subscriptions."""
 import json
-import os
 import signal
 import subprocess
 import time
