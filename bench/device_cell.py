@@ -6,10 +6,13 @@ Prints, on one H=32, I=6 single-layer model:
 - heap bytes allocated per timestep (goal 0), with gc.mem_alloc();
 - bytes of RAM held by the loaded model and by one stream's state;
 - .mpy size of each device/ file per architecture (armv6m: RP2040, xtensawin: ESP32);
-- armv6m instructions per multiply-accumulate in the inner loop mpy-cross emits
-  (disassembled with arm-none-eabi-objdump; goal <= 10).
+- armv6m instructions per multiply-accumulate (goal <= 10): in the inner loop
+  mpy-cross emits for the RP2040's Thumb kernel (device/kernel_thumb.py), for
+  the viper kernel other ports run, and for a textbook viper loop (disassembled
+  with arm-none-eabi-objdump); and executed per MAC over a whole timestep's
+  matvecs, the Thumb kernel run on an emulated Cortex-M (edge_agent/armv6m.py).
 
-    python bench/device_cell.py     (needs binutils-arm-none-eabi for the last figure)
+    python bench/device_cell.py     (needs binutils-arm-none-eabi for the static counts)
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import blob, model as fmodel, unixport  # noqa: E402
+from edge_agent import armv6m, blob, model as fmodel, unixport  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 
 MPY_SCRIPT = r"""
@@ -179,27 +182,46 @@ def main() -> None:
         print(f"  speed-up:          {fu / vu:8.1f} x   (goal >= 50)")
         print(f"  RAM held by the loaded model: {held:.0f} bytes (arena {arena:.0f}), "
               f"one stream's state: {state:.0f} bytes")
-        print(".mpy sizes (bytes):")
+        print(".mpy sizes (bytes; the Thumb kernel goes to ARM boards only):")
         total = {}
         for arch in ("armv6m", "xtensawin"):
             for src in sorted(unixport.DEVICE_DIR.glob("*.py")):
+                if src == armv6m.KERNEL_SOURCE and arch != "armv6m":
+                    continue
                 dst = tmp / f"{src.stem}.{arch}.mpy"
                 subprocess.run(["mpy-cross", f"-march={arch}", "-o", str(dst), str(src)], check=True)
                 total.setdefault(src.name, {})[arch] = dst.stat().st_size
         for name, sizes in total.items():
-            print(f"  {name:16s} armv6m {sizes['armv6m']:6d}   xtensawin {sizes['xtensawin']:6d}")
+            print(f"  {name:16s} armv6m {sizes['armv6m']:6d}   xtensawin {sizes.get('xtensawin', '-'):>6}")
         print(f"  {'all':16s} armv6m {sum(s['armv6m'] for s in total.values()):6d}   "
-              f"xtensawin {sum(s['xtensawin'] for s in total.values()):6d}")
-        loop = instructions_per_mac(tmp / "cell.armv6m.mpy", tmp)
-        (tmp / "naive.py").write_text(NAIVE_KERNEL)
-        subprocess.run(["mpy-cross", "-march=armv6m", "-o", str(tmp / "naive.mpy"), str(tmp / "naive.py")], check=True)
-        naive = instructions_per_mac(tmp / "naive.mpy", tmp)
-        if loop is None or naive is None:
-            print("armv6m instructions per MAC: install binutils-arm-none-eabi to disassemble")
-        else:
-            n, muls = loop
-            print(f"armv6m inner loop: {n} instructions for {muls} MACs = {n / muls:.2f} per MAC (goal <= 10); "
-                  f"a textbook viper loop: {naive[0] / naive[1]:.1f}")
+              f"xtensawin {sum(s.get('xtensawin', 0) for s in total.values()):6d}")
+        print_instruction_counts(tmp)
+
+
+def print_instruction_counts(tmp: Path) -> None:
+    print("armv6m instructions per multiply-accumulate (goal <= 10):")
+    (tmp / "naive.py").write_text(NAIVE_KERNEL)
+    subprocess.run(["mpy-cross", "-march=armv6m", "-o", str(tmp / "naive.mpy"), str(tmp / "naive.py")], check=True)
+    loops = {"Thumb kernel (RP2040)": tmp / "kernel_thumb.armv6m.mpy",
+             "viper kernel (ESP32 and others)": tmp / "cell.armv6m.mpy",
+             "textbook viper loop": tmp / "naive.mpy"}
+    for label, mpy in loops.items():
+        loop = instructions_per_mac(mpy, tmp)
+        if loop is None:
+            print("  inner loops: install binutils-arm-none-eabi to disassemble")
+            break
+        print(f"  {label:32s} inner loop {loop[0]:3d} instructions / {loop[1]} MACs = {loop[0] / loop[1]:5.2f}")
+    # executed, all overhead included: one timestep of the H=32, I=6 layer (rows padded to 8)
+    kernel = armv6m.ThumbMatvec((tmp / "kernel_thumb.armv6m.mpy").read_bytes())
+    rng = np.random.default_rng(0)
+    macs = 0
+    for n in (8, 32):  # W_x (6 inputs padded to 8), W_h
+        w, x = rng.integers(0, 256, (128, n)), rng.integers(0, 256, n)
+        assert (kernel(w, x, count=True) == w @ x).all()
+        macs += w.size
+    executed = kernel.cpu.instructions
+    print(f"  Thumb kernel, executed on an emulated Cortex-M for one timestep: {executed} instructions, "
+          f"{executed / macs:.2f} per MAC ({executed / (128 * 38):.2f} per unpadded MAC)")
 
 
 if __name__ == "__main__":

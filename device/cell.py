@@ -14,6 +14,7 @@
 # stubs' ptr8/ptr16/ptr32 types do not admit the bytearrays viper accepts.
 import array
 import struct
+import sys
 
 import micropython
 
@@ -48,10 +49,13 @@ def _copy(dst: ptr8, src: ptr8, n: int):
 
 
 @micropython.viper
-def _matvec(px: int, pw: int, n: int, rows: int, out: int):
-    # out[r] = sum_j w[r, j] * x[j], bytes 0..255, n a multiple of 8. px and pw
-    # come first so they are the locals viper keeps in registers.
+def _matvec_viper(px: int, pw: int, out: int, shape: int):
+    # out[r] = sum_j x[j] * w[r, j] over bytes 0..255; shape = n | rows << 16,
+    # n a multiple of 8 (the contract of kernel_thumb.matvec). px and pw come
+    # first so they are the locals viper keeps in registers.
     x0 = px
+    n = shape & 0xFFFF
+    rows = shape >> 16
     o = ptr32(out)
     r = 0
     while r < rows:
@@ -67,6 +71,22 @@ def _matvec(px: int, pw: int, n: int, rows: int, out: int):
             px += 8
         o[r] = acc
         r += 1
+
+
+def _pick_matvec():
+    """ARM boards run the Thumb kernel (4 instructions per MAC against viper's
+    ~12); other ports, or an ARM firmware without the inline assembler, viper."""
+    arch = (getattr(sys.implementation, "_mpy", 0) >> 10) & 0x0F
+    if 3 <= arch <= 8:  # armv6 .. armv7emdp (py/persistentcode.h)
+        try:
+            from kernel_thumb import matvec  # pyright: ignore[reportMissingImports]
+            return matvec, "thumb"
+        except (ImportError, SyntaxError):  # not flashed, or no asm_thumb in this firmware
+            pass
+    return _matvec_viper, "viper"
+
+
+_matvec, KERNEL = _pick_matvec()
 
 
 @micropython.viper
@@ -359,8 +379,9 @@ class Cell:
         k = 0
         while k < m.n_layers:
             meta = m.metas[k]
-            _matvec(x, a + meta[M_WX], meta[M_IP], 4 * meta[M_H], s + meta[M_DX])
-            _matvec(s + meta[M_HU], a + meta[M_WH], meta[M_HP], 4 * meta[M_H], s + meta[M_DH])
+            rows = meta[M_H] << 18  # 4 * hidden gate rows, in the shape word's top half
+            _matvec(x, a + meta[M_WX], s + meta[M_DX], meta[M_IP] | rows)
+            _matvec(s + meta[M_HU], a + meta[M_WH], s + meta[M_DH], meta[M_HP] | rows)
             _lstm_update(arena, meta, s, x)
             x = s + meta[M_HU]
             k += 1
@@ -370,7 +391,7 @@ class Cell:
         m = self.model
         hu = state.addr + m.metas[m.n_layers - 1][M_HU]
         dots = state.addr + m.metas[0][M_DX]
-        _matvec(hu, m.arena_addr + m.off["wd"], m.head_meta[2], m.n_classes, dots)
+        _matvec(hu, m.arena_addr + m.off["wd"], dots, m.head_meta[2] | m.n_classes << 16)
         _head_logits(m.arena, m.head_meta, hu, dots, self.logits)  # pyright: ignore[reportArgumentType]
         return self.logits
 

