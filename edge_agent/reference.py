@@ -1,12 +1,12 @@
 """The integer reference: exactly what the board computes (docs/arithmetic.md).
 
 This module is the host emulator. device/ under MicroPython must reproduce its
-integer state and logits bit for bit. All values are held in int64 numpy arrays
-and every product that could approach 2**31 is checked, so a 64-bit host cannot
-hide an overflow the 32-bit board would suffer.
+integer state and logits bit for bit. Every product that could approach 2**31 is
+checked, so a 64-bit host cannot hide an overflow the 32-bit board would suffer.
 
-Integer matmuls go through float64 BLAS: int8 x int8 sums stay far below 2**53,
-so every partial sum is an exact integer whatever order BLAS adds them in.
+The time loop of each layer is compiled (edge_agent/recurrence.py, numba); the
+int8 x int8 matmuls run in float32 where every partial sum provably stays below
+2**24 (float64 otherwise), so they are exact whatever order the sums take.
 """
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import recurrence
 from .blob import InputQuant, QuantLayer, QuantModel
 from .quant.fixedpoint import INT32_MAX, OverflowProofError
 from .quant.lut import GATE_FRAC, OUT_FRAC, lookup
 
 RAW_MIN, RAW_MAX = -32768, 32767  # raw readings are int16, like the sensors' registers
-H_FRAC = 7  # h is int8 with scale 2**-7
+FLOAT32_EXACT = 2**24  # every integer up to this is a float32
 
 
 # ---- inputs ----------------------------------------------------------------------
@@ -82,9 +83,15 @@ def full_table(table: np.ndarray, lut_shift: int) -> np.ndarray:
     return lookup(table, np.arange(-32768, 32768), lut_shift)
 
 
+def _exact_float(w: np.ndarray) -> type:
+    """float32 when no partial sum of w @ int8 can pass 2**24, else float64."""
+    bound = 128 * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)
+    return np.float32 if bound <= FLOAT32_EXACT else np.float64
+
+
 @dataclass
 class _LayerConsts:
-    """One layer's blob arrays in the form the hot loop wants, made once."""
+    """One layer's blob arrays in the form the compiled loop wants, made once."""
 
     wx_t: np.ndarray
     wh_t: np.ndarray
@@ -93,14 +100,17 @@ class _LayerConsts:
     rq_h: _Requant
     c_frac: int
     hidden: int
+    dtype: type  # of the matmuls: float32 or float64, whichever is exact
+    name: str
 
     @classmethod
     def of(cls, k: int, layer: QuantLayer) -> "_LayerConsts":
-        return cls(layer.wx.T.astype(np.float64), layer.wh.T.astype(np.float64),
+        dtype = np.float64 if np.float64 in (_exact_float(layer.wx), _exact_float(layer.wh)) else np.float32
+        return cls(np.ascontiguousarray(layer.wx.T, dtype), np.ascontiguousarray(layer.wh.T, dtype),
                    layer.bx.astype(np.int64),
                    _Requant.of(layer.mx, layer.sx, f"layer {k} input requantization"),
                    _Requant.of(layer.mh, layer.sh, f"layer {k} recurrent requantization"),
-                   layer.c_frac, layer.wh.shape[1])
+                   layer.c_frac, layer.wh.shape[1], dtype, f"layer {k}")
 
 
 @dataclass
@@ -132,33 +142,32 @@ class IntegerLSTM:
         self.h: list[np.ndarray] = []
         self.c: list[np.ndarray] = []
 
-    # ---- one layer, one step -----------------------------------------------------
+    # ---- one layer over time ----------------------------------------------------------
 
-    def _cell(self, k: int, px: np.ndarray, h: np.ndarray, c: np.ndarray):
-        """One timestep of layer k given its input part px (Q3.12): new (gates, c, h)."""
+    def _layer(self, k: int, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
+               trace: Trace | None = None) -> np.ndarray:
+        """Layer k over seq [n, T, C] from state (h, c), which is left holding the
+        final state; returns h at every step [n, T, H] in the matmuls' dtype."""
         L = self.layers[k]
-        gates = L.rq_h(_matmul(h, L.wh_t))
-        gates += px
-        np.clip(gates, -32768, 32767, out=gates)
-        act = np.take(self._gate_lut, gates + self._gate_offset)
-        H = L.hidden
-        i, f, g, o = act[:, :H], act[:, H:2 * H], act[:, 2 * H:3 * H], act[:, 3 * H:]
-        cf = L.c_frac
-        c_new = np.clip(_rshift_round(f * c, OUT_FRAC) + _rshift_round(i * g, 2 * OUT_FRAC - cf),
-                        -32768, 32767)
-        if cf > GATE_FRAC:
-            c312 = _rshift_round(c_new, cf - GATE_FRAC)
+        n, steps, _ = seq.shape
+        hs = np.empty((n, steps, L.hidden), L.dtype)
+        if trace is None:
+            gates = cell = np.zeros((0, 0, 0), np.int64)
         else:
-            c312 = np.clip(c_new << (GATE_FRAC - cf), -32768, 32767)
-        tc = np.take(self._tanh, c312 + 32768)
-        h_new = np.clip(_rshift_round(o * tc, 2 * OUT_FRAC - H_FRAC), -128, 127)
-        return gates, c_new, h_new
-
-    def _input_part(self, k: int, x: np.ndarray) -> np.ndarray:
-        """Input accumulator of layer k, requantized to Q3.12 (any leading shape)."""
-        L = self.layers[k]
-        acc = _matmul(x, L.wx_t) + L.bx
-        return L.rq_x(acc)
+            gates, cell = np.empty((n, steps, 4 * L.hidden), np.int64), np.empty((n, steps, L.hidden), np.int64)
+        code = recurrence.run_layer(
+            np.ascontiguousarray(seq, L.dtype), lengths, h, c,
+            L.wx_t, L.bx, L.rq_x.mult, L.rq_x.half, L.rq_x.shift,
+            L.wh_t, L.rq_h.mult, L.rq_h.half, L.rq_h.shift,
+            self._gate_lut, self._gate_offset, self._tanh, L.c_frac, hs, gates, cell)
+        if code != recurrence.OK:
+            what = L.rq_x.what if code == recurrence.INPUT_OVERFLOW else L.rq_h.what
+            raise OverflowProofError(f"{what}: a value left the int32 range")
+        if trace is not None:
+            trace.gates.append(gates)
+            trace.cell.append(cell)
+            trace.hidden.append(hs.astype(np.int64))
+        return hs
 
     # ---- streaming -----------------------------------------------------------------
 
@@ -169,13 +178,14 @@ class IntegerLSTM:
 
     def step(self, x_q: np.ndarray) -> np.ndarray:
         """Advance every stream by one timestep; x_q int8 [B, C]. Returns the top h."""
+        x = np.asarray(x_q)
         if not self.h:
-            self.reset(np.asarray(x_q).shape[0])
-        x = np.asarray(x_q, dtype=np.int64)
+            self.reset(x.shape[0])
+        seq = x[:, None, :]
+        once = np.ones(x.shape[0], dtype=np.int64)
         for k in range(len(self.layers)):
-            _, self.c[k], self.h[k] = self._cell(k, self._input_part(k, x), self.h[k], self.c[k])
-            x = self.h[k]
-        return x
+            seq = self._layer(k, seq, once, self.h[k], self.c[k])
+        return self.h[-1]
 
     def logits(self, h_top: np.ndarray | None = None) -> np.ndarray:
         """int32 logits [B, K] (scale 2**-out_frac) from the top layer's h."""
@@ -206,31 +216,13 @@ class IntegerLSTM:
         return np.concatenate(out) if out else np.zeros((0, self.model.n_classes), np.int64)
 
     def _run_chunk(self, seq: np.ndarray, lengths: np.ndarray, trace: Trace | None):
-        n, steps, _ = seq.shape
+        n = seq.shape[0]
         H = self.model.hidden
         for k in range(len(self.layers)):
-            px_all = self._input_part(k, seq)
             h = np.zeros((n, H), dtype=np.int64)
             c = np.zeros((n, H), dtype=np.int64)
-            hs = np.empty((n, steps, H), dtype=np.int64)
-            if trace is not None:
-                gs, cs = np.empty((n, steps, 4 * H), np.int64), np.empty((n, steps, H), np.int64)
-            ragged = lengths.min() < steps
-            for t in range(steps):
-                gates, c_new, h_new = self._cell(k, px_all[:, t], h, c)
-                if ragged:  # past its length a window's state stays frozen
-                    live = (t < lengths)[:, None]
-                    c_new, h_new = np.where(live, c_new, c), np.where(live, h_new, h)
-                h, c = h_new, c_new
-                hs[:, t] = h
-                if trace is not None:
-                    gs[:, t], cs[:, t] = gates, c
-            if trace is not None:
-                trace.gates.append(gs)
-                trace.cell.append(cs)
-                trace.hidden.append(hs)
-            seq = hs
-        return self.logits(seq[np.arange(n), lengths - 1])
+            seq = self._layer(k, seq, lengths, h, c, trace)
+        return self.logits(h)  # frozen past each window's length: h at its last valid step
 
 
 # ---- window decision ---------------------------------------------------------------

@@ -51,16 +51,16 @@ def test_proof_accepts_tight_model_and_it_cannot_overflow(rng):
     # and the reference, which checks int32 as it runs, survives the worst inputs
     engine = IntegerLSTM(qm)
     worst = _worst_case_inputs(layer)
-    for row in range(len(worst)):
-        engine._input_part(0, worst[row][None, :])
+    engine.run(worst[:, None, :])  # each row's worst input, as a one-step window
 
 
-def test_reference_catches_overflow_in_a_tampered_blob(rng, imu_windows):
+@pytest.mark.parametrize("field,what", [("mh", "recurrent"), ("mx", "input")])
+def test_reference_catches_overflow_in_a_tampered_blob(rng, imu_windows, field, what):
     fm = random_model(rng, hidden=8, layers=1)
     x, _ = imu_windows
     qm = quantize(fm, x)
-    qm.layers[0].mh[:] = 2**30  # a multiplier the proof would never choose
-    with pytest.raises(OverflowProofError, match="recurrent"):
+    getattr(qm.layers[0], field)[:] = 2**30  # a multiplier the proof would never choose
+    with pytest.raises(OverflowProofError, match=f"layer 0 {what} requantization"):
         IntegerLSTM(qm).run(int8_inputs(qm, x))
 
 
