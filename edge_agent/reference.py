@@ -100,12 +100,12 @@ class _LayerConsts:
     rq_h: _Requant
     c_frac: int
     hidden: int
-    dtype: type  # of the matmuls: float32 or float64, whichever is exact
+    dtype: np.dtype  # of the matmuls: float32, or float64 where float32 would not be exact
     name: str
 
     @classmethod
     def of(cls, k: int, layer: QuantLayer) -> "_LayerConsts":
-        dtype = np.float64 if np.float64 in (_exact_float(layer.wx), _exact_float(layer.wh)) else np.float32
+        dtype = np.promote_types(_exact_float(layer.wx), _exact_float(layer.wh))  # both exact
         return cls(np.ascontiguousarray(layer.wx.T, dtype), np.ascontiguousarray(layer.wh.T, dtype),
                    layer.bx.astype(np.int64),
                    _Requant.of(layer.mx, layer.sx, f"layer {k} input requantization"),
