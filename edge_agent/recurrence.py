@@ -1,103 +1,144 @@
-"""The integer LSTM's time loop (docs/arithmetic.md), compiled with numba.
+"""The integer LSTM's time loop: one layer's operands, laid out once for the
+compiled kernel (edge_agent/_recurrence.c), and the call that runs it.
 
-One call runs one layer over every timestep of a batch of windows, window by
-window, so a window's state and the layer's weights stay in the CPU's cache and
-the loops over gate rows vectorize. The integer matmuls are done in float32 (or
-float64): every product is an integer below 2**15 and IntegerLSTM checks, once
-per model, that every partial sum stays below 2**24 (2**53), where these floats
-are exact whatever order the sums are added in. Requantization products are
-computed in int64 and checked against int32, as the board's 32-bit arithmetic
-needs; a value outside it stops the run with a code naming the requantization.
+The kernel runs a layer over every timestep of a batch of windows, a few
+windows at a time. Its matmuls are int8 x int8 sums, done by one of three
+kernels that give equal sums (KERNELS): AVX-512 VNNI dot products where the
+build has them, float32 when every partial sum provably stays below 2**24
+(exact in any order), int32 otherwise. Its requantizations wrap in 32 bits only after a per-row bound, computed here from
+the multiplier, shift and bias, has proven the product fits int32; a value
+outside that bound stops the run and OverflowProofError names the layer.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from numba import njit
 
-from .quant.fixedpoint import INT32_MAX
-from .quant.lut import GATE_FRAC, OUT_FRAC
+from . import _recurrence
+from .blob import QuantLayer
+from .quant.fixedpoint import INT32_MAX, INT32_MIN, OverflowProofError
 
-OK, INPUT_OVERFLOW, RECURRENT_OVERFLOW = 0, 1, 2
-H_FRAC = 7  # h: int8 at 2**-7
+FLOAT32_EXACT = 2**24  # every integer up to this is a float32
+ROW_ALIGN = 16  # rows padded to a whole number of the widest SIMD vector (16 lanes)
+GATE_TABLE = 65536  # entries per full table (every Q3.12 input)
+
+# rows of the per-row operand table, as enum P_* in _recurrence.c
+P_MX, P_KX, P_SX, P_BASEX, P_SPANX, P_MH, P_KH, P_SH, P_BASEH, P_SPANH, P_OFF = range(11)
+assert _recurrence.N_PARAMS == 11
+
+# the matmul kernels this build has, by name
+KERNELS = {"int32": _recurrence.KERNEL_INT32, "float32": _recurrence.KERNEL_FLOAT32}
+if _recurrence.HAS_VNNI:
+    KERNELS["vnni"] = _recurrence.KERNEL_VNNI
 
 
-@njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
-def run_layer(seq, lengths, h, c, wx_t, bx, mx, hx, sx, wh_t, mh, hh, sh,
-              gate_lut, gate_offset, tanh, c_frac, hs, trace_gates, trace_cell):
-    """Layer over seq [n, T, C] (floats holding int8): h, c [n, H] (int64) hold
-    the initial state and are left holding the final one; hs [n, T, H] receives
-    h at every step. Past its length a window's state stays frozen. trace_gates
-    [n, T, 4H] and trace_cell [n, T, H] are filled when they are not empty.
-    Returns OK or the overflow code. The loops are kept branch-free so that
-    they vectorize; fastmath only lets the exact float sums fuse and reorder."""
-    n, steps, n_in = seq.shape
-    rows = wh_t.shape[1]
-    hidden = rows // 4
-    tracing = trace_gates.shape[0] > 0
-    acc_x = np.empty(rows, wx_t.dtype)
-    acc_h = np.empty(rows, wh_t.dtype)
-    z = np.empty(rows, np.int64)
-    act = np.empty(rows, np.int64)
-    hf = np.empty(hidden, wh_t.dtype)
-    c_new = np.empty(hidden, np.int64)
-    c_idx = np.empty(hidden, np.int64)
-    tc = np.empty(hidden, np.int64)
-    i_shift = 2 * OUT_FRAC - c_frac
-    i_round = np.int64(1) << (i_shift - 1)
-    up = max(GATE_FRAC - c_frac, 0)  # c to Q3.12: a left shift or a rounding right shift
-    down = max(c_frac - GATE_FRAC, 0)
-    down_round = (np.int64(1) << down) >> 1
-    h_shift = 2 * OUT_FRAC - H_FRAC
-    h_round = np.int64(1) << (h_shift - 1)
-    hi = np.int64(INT32_MAX)
-    worst_x = np.int64(0)
-    worst_h = np.int64(0)
-    for b in range(n):
-        for t in range(steps):
-            acc_x[:] = 0
-            for j in range(n_in):
-                xv = seq[b, t, j]
-                for r in range(rows):
-                    acc_x[r] += wx_t[j, r] * xv
-            acc_h[:] = 0
-            for j in range(hidden):
-                hf[j] = h[b, j]
-            for j in range(hidden):
-                hv = hf[j]
-                for r in range(rows):
-                    acc_h[r] += wh_t[j, r] * hv
-            for r in range(rows):  # vector loop: no table lookups in it (gathers stay scalar)
-                px = (np.int64(acc_x[r]) + bx[r]) * mx[r] + hx[r]
-                ph = np.int64(acc_h[r]) * mh[r] + hh[r]
-                worst_x = max(worst_x, abs(px))
-                worst_h = max(worst_h, abs(ph))
-                z[r] = min(max((ph >> sh[r]) + (px >> sx[r]), -32768), 32767)
-            if worst_x > hi:
-                return INPUT_OVERFLOW
-            if worst_h > hi:
-                return RECURRENT_OVERFLOW
-            for r in range(rows):
-                act[r] = gate_lut[z[r] + gate_offset[r]]
-            for u in range(hidden):
-                cn = (((act[hidden + u] * np.int64(c[b, u]) + (1 << (OUT_FRAC - 1))) >> OUT_FRAC)
-                      + ((act[u] * act[2 * hidden + u] + i_round) >> i_shift))
-                cn = min(max(cn, -32768), 32767)
-                c_new[u] = cn
-                c_idx[u] = min(max(((cn << up) + down_round) >> down, -32768), 32767) + 32768
-            for u in range(hidden):
-                tc[u] = tanh[c_idx[u]]
-            keep = np.int64(t >= lengths[b])  # 1: frozen past the window's length
-            for u in range(hidden):
-                hn = (act[3 * hidden + u] * tc[u] + h_round) >> h_shift
-                hn = min(max(hn, -128), 127)
-                cn = keep * c[b, u] + (1 - keep) * c_new[u]
-                hn = keep * h[b, u] + (1 - keep) * hn
-                c[b, u] = cn
-                h[b, u] = hn
-                hs[b, t, u] = hn
-            if tracing:
-                for u in range(hidden):
-                    trace_cell[b, t, u] = c[b, u]
-                for r in range(rows):
-                    trace_gates[b, t, r] = z[r]
-    return OK
+def accumulator_bound(w: np.ndarray) -> int:
+    """Largest |sum_j w[r, j] * x_j| over rows r and int8 inputs x."""
+    return int(128 * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0))
+
+
+def safe_accumulators(mult: int, half: int, bias: int) -> tuple[int, int]:
+    """[lo, hi]: the accumulators acc with |(acc + bias) * mult + half| <= 2**31 - 1,
+    as int32 (lo > hi when there are none). Exact integer arithmetic."""
+    top, bottom = INT32_MAX - half, -INT32_MAX - half
+    if mult > 0:
+        lo, hi = -(-bottom // mult), top // mult
+    elif mult < 0:
+        lo, hi = -(-top // mult), bottom // mult
+    else:
+        lo, hi = (INT32_MIN, INT32_MAX) if bottom <= 0 <= top else (1, 0)
+    lo, hi = max(lo - bias, INT32_MIN), min(hi - bias, INT32_MAX)
+    return (lo, hi) if lo <= hi else (INT32_MAX, INT32_MIN)
+
+
+def _quads(w: np.ndarray, rows: int) -> np.ndarray:
+    """w int8 [4H, J] -> [ceil(J/4), rows, 4]: each row's four consecutive inputs
+    side by side, the layout VNNI's 4-way dot product reads."""
+    four_h, cols = w.shape
+    out = np.zeros((-(-cols // 4) * 4, rows), np.int8)
+    out[:cols, :four_h] = w.T
+    return np.ascontiguousarray(out.reshape(-1, 4, rows).transpose(0, 2, 1))
+
+
+@dataclass(frozen=True)
+class LayerKernel:
+    """One layer, ready for the kernel: weights [n_in + H, rows] transposed and
+    padded, and every per-row integer in one int32 table."""
+
+    index: int
+    n_in: int
+    hidden: int
+    rows: int  # 4 * hidden padded to ROW_ALIGN
+    c_frac: int
+    kernel: str  # a name from KERNELS
+    w: np.ndarray
+    params: np.ndarray
+
+    @classmethod
+    def of(cls, k: int, layer: QuantLayer, gate_offsets: np.ndarray,
+           kernel: str | None = None) -> "LayerKernel":
+        """kernel: a name from KERNELS, or None for the fastest exact one."""
+        hidden, n_in = layer.wh.shape[1], layer.wx.shape[1]
+        rows = -(-4 * hidden // ROW_ALIGN) * ROW_ALIGN
+        bound = max(accumulator_bound(layer.wx), accumulator_bound(layer.wh))
+        if bound > INT32_MAX:
+            raise OverflowProofError(f"layer {k}: a gate accumulator can reach {bound} > 2^31-1")
+        for what, shift in (("input", layer.sx), ("recurrent", layer.sh)):
+            if shift.size and not (1 <= shift.min() and shift.max() <= 31):
+                raise OverflowProofError(f"layer {k} {what} requantization: a shift is outside 1..31")
+        if kernel is None:
+            kernel = "vnni" if "vnni" in KERNELS else "float32" if bound <= FLOAT32_EXACT else "int32"
+        if kernel == "float32" and bound > FLOAT32_EXACT:
+            raise ValueError(f"layer {k}: float32 sums would not be exact (bound {bound} > 2^24)")
+        if kernel not in KERNELS:
+            raise ValueError(f"no matmul kernel {kernel!r} in this build (have: {', '.join(KERNELS)})")
+        if kernel == "vnni":
+            w = np.concatenate([_quads(layer.wx, rows), _quads(layer.wh, rows)])
+            # the kernel feeds x + 128 as u8: its sums are 128 * sum(w) too high
+            offset_x = 128 * layer.wx.astype(np.int64).sum(axis=1)
+            offset_h = 128 * layer.wh.astype(np.int64).sum(axis=1)
+        else:
+            w = np.zeros((n_in + hidden, rows), np.float32 if kernel == "float32" else np.int32)
+            w[:n_in, :4 * hidden] = layer.wx.T
+            w[n_in:, :4 * hidden] = layer.wh.T
+            offset_x = offset_h = np.zeros(4 * hidden, np.int64)
+        p = np.zeros((11, rows), np.int64)
+        p[[P_SX, P_SH]] = 1
+        p[[P_SPANX, P_SPANH]] = 2**32 - 1  # padding rows: never flagged
+        p[P_OFF] = gate_offsets[0]
+        p[P_OFF, :4 * hidden] = gate_offsets
+        for r in range(4 * hidden):
+            for (m_, k_, s_, base_, span_), mult, shift, bias, offset, what in (
+                    ((P_MX, P_KX, P_SX, P_BASEX, P_SPANX), layer.mx[r], layer.sx[r], layer.bx[r], offset_x[r], "input"),
+                    ((P_MH, P_KH, P_SH, P_BASEH, P_SPANH), layer.mh[r], layer.sh[r], 0, offset_h[r], "recurrent")):
+                mult, shift, bias, offset = int(mult), int(shift), int(bias), int(offset)
+                half = 1 << (shift - 1)
+                lo, hi = safe_accumulators(mult, half, bias)
+                if lo > hi:
+                    raise OverflowProofError(f"layer {k} {what} requantization: no accumulator fits int32")
+                # all modulo 2**32 (see requantize() in _recurrence.c)
+                p[[m_, k_, s_, base_, span_], r] = (mult, (bias - offset) * mult + half, shift,
+                                                     offset + lo, hi - lo)
+        p = (p % 2**32).astype(np.uint32).view(np.int32)
+        return cls(k, n_in, hidden, rows, layer.c_frac, kernel, w, p)
+
+    def run(self, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
+            lut: np.ndarray, trace: bool = False):
+        """The layer over seq int8 [n, T, C] from state h, c (int32 [n, H], left
+        holding the final state). Returns h at every step (int8 [n, T, H]) and,
+        when tracing, the gate pre-activations [n, T, 4H] and cell [n, T, H]."""
+        n, steps, _ = seq.shape
+        H = self.hidden
+        hs = np.empty((n, steps, H), np.int8)
+        shape = ((n, steps, 4 * H), (n, steps, H)) if trace else ((0,), (0,))
+        gates, cell = np.empty(shape[0], np.int32), np.empty(shape[1], np.int32)
+        code = _recurrence.run_layer(
+            n, steps, self.n_in, H, self.rows, self.c_frac, KERNELS[self.kernel],
+            np.ascontiguousarray(seq, np.int8), np.ascontiguousarray(lengths, np.int64), h, c,
+            self.w, self.params, lut, hs, gates, cell)
+        if code == _recurrence.INPUT_OVERFLOW:
+            raise OverflowProofError(f"layer {self.index} input requantization: a value left the int32 range")
+        if code == _recurrence.RECURRENT_OVERFLOW:
+            raise OverflowProofError(f"layer {self.index} recurrent requantization: a value left the int32 range")
+        return hs, gates, cell

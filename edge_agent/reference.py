@@ -4,9 +4,10 @@ This module is the host emulator. device/ under MicroPython must reproduce its
 integer state and logits bit for bit. Every product that could approach 2**31 is
 checked, so a 64-bit host cannot hide an overflow the 32-bit board would suffer.
 
-The time loop of each layer is compiled (edge_agent/recurrence.py, numba); the
-int8 x int8 matmuls run in float32 where every partial sum provably stays below
-2**24 (float64 otherwise), so they are exact whatever order the sums take.
+The time loop of each layer is C (edge_agent/recurrence.py lays out its
+operands, edge_agent/_recurrence.c computes) in the board's 32-bit arithmetic;
+its int8 x int8 matmuls have three kernels that give the same sums
+(docs/arithmetic.md, "Why the host reference is exact").
 """
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import recurrence
-from .blob import InputQuant, QuantLayer, QuantModel
+from .blob import InputQuant, QuantModel
 from .quant.fixedpoint import INT32_MAX, OverflowProofError
 from .quant.lut import GATE_FRAC, OUT_FRAC, lookup
+from .recurrence import GATE_TABLE, LayerKernel
 
 RAW_MIN, RAW_MAX = -32768, 32767  # raw readings are int16, like the sensors' registers
-FLOAT32_EXACT = 2**24  # every integer up to this is a float32
 
 
 # ---- inputs ----------------------------------------------------------------------
@@ -49,6 +49,14 @@ def _check32(values: np.ndarray, what: str) -> None:
 def _matmul(a: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     """Exact integer a @ w via float64 BLAS (w_t given as float64, transposed)."""
     return (a.astype(np.float64) @ w_t).astype(np.int64)
+
+
+def _int8(x_q) -> np.ndarray:
+    """Model inputs as int8, refusing values an int8 cannot hold."""
+    x = np.asarray(x_q)
+    if x.size and (x.min() < -128 or x.max() > 127):
+        raise ValueError("model inputs must be int8 (-128..127)")
+    return x.astype(np.int8, copy=False)
 
 
 def _rshift_round(v: np.ndarray, shift: int) -> np.ndarray:
@@ -83,36 +91,6 @@ def full_table(table: np.ndarray, lut_shift: int) -> np.ndarray:
     return lookup(table, np.arange(-32768, 32768), lut_shift)
 
 
-def _exact_float(w: np.ndarray) -> type:
-    """float32 when no partial sum of w @ int8 can pass 2**24, else float64."""
-    bound = 128 * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0)
-    return np.float32 if bound <= FLOAT32_EXACT else np.float64
-
-
-@dataclass
-class _LayerConsts:
-    """One layer's blob arrays in the form the compiled loop wants, made once."""
-
-    wx_t: np.ndarray
-    wh_t: np.ndarray
-    bx: np.ndarray
-    rq_x: _Requant
-    rq_h: _Requant
-    c_frac: int
-    hidden: int
-    dtype: np.dtype  # of the matmuls: float32, or float64 where float32 would not be exact
-    name: str
-
-    @classmethod
-    def of(cls, k: int, layer: QuantLayer) -> "_LayerConsts":
-        dtype = np.promote_types(_exact_float(layer.wx), _exact_float(layer.wh))  # both exact
-        return cls(np.ascontiguousarray(layer.wx.T, dtype), np.ascontiguousarray(layer.wh.T, dtype),
-                   layer.bx.astype(np.int64),
-                   _Requant.of(layer.mx, layer.sx, f"layer {k} input requantization"),
-                   _Requant.of(layer.mh, layer.sh, f"layer {k} recurrent requantization"),
-                   layer.c_frac, layer.wh.shape[1], dtype, f"layer {k}")
-
-
 @dataclass
 class Trace:
     """Integer internals per layer: gate pre-activations (Q3.12), cell, hidden."""
@@ -126,19 +104,20 @@ class IntegerLSTM:
     """The quantized model as the board runs it: stateful, one timestep at a time,
     or a batch of whole windows at once (same arithmetic)."""
 
-    def __init__(self, model: QuantModel):
+    def __init__(self, model: QuantModel, kernel: str | None = None):
+        """kernel: the matmul kernel (recurrence.KERNELS); None picks the fastest.
+        Every kernel gives the same integers."""
         self.model = model
-        self.layers = [_LayerConsts.of(k, layer) for k, layer in enumerate(model.layers)]
+        # sigmoid for the i, f, o blocks and tanh for g, as one int16 table with
+        # offsets, so all four gates are looked up in one gather
+        sig, tanh = full_table(model.sigmoid, model.lut_shift), full_table(model.tanh, model.lut_shift)
+        self._lut = np.concatenate([sig, tanh, [0, 0]]).astype(np.int16)  # 2 spare: the kernel reads in pairs
+        gate_offsets = 32768 + np.repeat(np.array([0, 0, GATE_TABLE, 0]), model.hidden)
+        self.layers = [LayerKernel.of(k, layer, gate_offsets, kernel) for k, layer in enumerate(model.layers)]
         head = model.head
         self.head_w_t = head.w.T.astype(np.float64)
         self.head_b = head.b.astype(np.int64)
         self.rq_head = _Requant.of(head.m, head.s, "head requantization")
-        # sigmoid for the i, f, o blocks and tanh for g, as one table with offsets,
-        # so all four gates are looked up in one gather
-        sig, tanh = full_table(model.sigmoid, model.lut_shift), full_table(model.tanh, model.lut_shift)
-        self._gate_lut = np.concatenate([sig, tanh])
-        self._gate_offset = 32768 + np.repeat(np.array([0, 0, 65536, 0], dtype=np.int64), model.hidden)
-        self._tanh = tanh
         self.h: list[np.ndarray] = []
         self.c: list[np.ndarray] = []
 
@@ -146,26 +125,12 @@ class IntegerLSTM:
 
     def _layer(self, k: int, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
                trace: Trace | None = None) -> np.ndarray:
-        """Layer k over seq [n, T, C] from state (h, c), which is left holding the
-        final state; returns h at every step [n, T, H] in the matmuls' dtype."""
-        L = self.layers[k]
-        n, steps, _ = seq.shape
-        hs = np.empty((n, steps, L.hidden), L.dtype)
-        if trace is None:
-            gates = cell = np.zeros((0, 0, 0), np.int64)
-        else:
-            gates, cell = np.empty((n, steps, 4 * L.hidden), np.int64), np.empty((n, steps, L.hidden), np.int64)
-        code = recurrence.run_layer(
-            np.ascontiguousarray(seq, L.dtype), lengths, h, c,
-            L.wx_t, L.bx, L.rq_x.mult, L.rq_x.half, L.rq_x.shift,
-            L.wh_t, L.rq_h.mult, L.rq_h.half, L.rq_h.shift,
-            self._gate_lut, self._gate_offset, self._tanh, L.c_frac, hs, gates, cell)
-        if code != recurrence.OK:
-            what = L.rq_x.what if code == recurrence.INPUT_OVERFLOW else L.rq_h.what
-            raise OverflowProofError(f"{what}: a value left the int32 range")
+        """Layer k over seq int8 [n, T, C] from state (h, c), which is left holding
+        the final state; returns h at every step, int8 [n, T, H]."""
+        hs, gates, cell = self.layers[k].run(seq, lengths, h, c, self._lut, trace is not None)
         if trace is not None:
-            trace.gates.append(gates)
-            trace.cell.append(cell)
+            trace.gates.append(gates.astype(np.int64))
+            trace.cell.append(cell.astype(np.int64))
             trace.hidden.append(hs.astype(np.int64))
         return hs
 
@@ -173,12 +138,12 @@ class IntegerLSTM:
 
     def reset(self, batch: int = 1) -> None:
         H = self.model.hidden
-        self.h = [np.zeros((batch, H), dtype=np.int64) for _ in self.layers]
-        self.c = [np.zeros((batch, H), dtype=np.int64) for _ in self.layers]
+        self.h = [np.zeros((batch, H), dtype=np.int32) for _ in self.layers]
+        self.c = [np.zeros((batch, H), dtype=np.int32) for _ in self.layers]
 
     def step(self, x_q: np.ndarray) -> np.ndarray:
         """Advance every stream by one timestep; x_q int8 [B, C]. Returns the top h."""
-        x = np.asarray(x_q)
+        x = _int8(x_q)
         if not self.h:
             self.reset(x.shape[0])
         seq = x[:, None, :]
@@ -200,7 +165,7 @@ class IntegerLSTM:
         """Logits [n, K] for windows x_q int8 [n, T, C], each from a zero state and
         read at its last valid step. Layer by layer: a layer's whole input
         projection is one matmul, so only the recurrent part loops over time."""
-        x_q = np.asarray(x_q, dtype=np.int64)
+        x_q = _int8(x_q)
         n, steps, _ = x_q.shape
         lengths = np.full(n, steps) if lengths is None else np.asarray(lengths, dtype=np.int64)
         out = []
@@ -219,8 +184,8 @@ class IntegerLSTM:
         n = seq.shape[0]
         H = self.model.hidden
         for k in range(len(self.layers)):
-            h = np.zeros((n, H), dtype=np.int64)
-            c = np.zeros((n, H), dtype=np.int64)
+            h = np.zeros((n, H), dtype=np.int32)
+            c = np.zeros((n, H), dtype=np.int32)
             seq = self._layer(k, seq, lengths, h, c, trace)
         return self.logits(h)  # frozen past each window's length: h at its last valid step
 

@@ -1,0 +1,42 @@
+"""Builds the integer reference's compiled time loop (edge_agent/_recurrence.c).
+
+Everything else about the package is in pyproject.toml. The kernel is compiled
+for the machine that installs it (-march=native, where the compiler takes it),
+as a JIT would; set EDGE_AGENT_PORTABLE=1 to build for the architecture's
+baseline instead (for a wheel that other machines will run). Needs GCC or Clang:
+the kernel uses their vector extensions.
+"""
+import os
+import tempfile
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+# fp-contract: fused multiply-adds, exact here (every product and sum is a small integer)
+BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=fast", "-fno-strict-aliasing"]
+
+
+def compiler_accepts(compiler, flag: str) -> bool:
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        try:
+            compiler.compile([src], output_dir=tmp, extra_postargs=[flag])
+        except Exception:  # CompileError, or a compiler that is not there
+            return False
+    return True
+
+
+class BuildNative(build_ext):
+    def build_extensions(self):
+        flags = list(BASE_FLAGS)
+        if os.environ.get("EDGE_AGENT_PORTABLE", "") in ("", "0"):
+            flags += [f for f in ("-march=native",) if compiler_accepts(self.compiler, f)][:1]
+        for ext in self.extensions:
+            ext.extra_compile_args = flags
+        super().build_extensions()
+
+
+setup(ext_modules=[Extension("edge_agent._recurrence", ["edge_agent/_recurrence.c"])],
+      cmdclass={"build_ext": BuildNative})
