@@ -13,13 +13,17 @@
  *     (exact in any order); or AVX-512 VNNI dot products of (x + 128) as u8 with
  *     the s8 weights, minus 128 * sum(w) per row (exact modulo 2**32, and the
  *     true sum fits int32, so exact);
- *   - requantization products wrap in uint32 only after a per-row bound check
- *     has proven they fit int32 (a value outside stops the run with a code);
+ *   - requantization products wrap modulo 2**32 only after a per-row range
+ *     check has proven they fit int32 (a value outside stops the run with a
+ *     code; see requantize());
  *   - gates and cell are int32 throughout, as in device/cell.py.
  *
- * The portable kernels use GCC/Clang vector extensions, so the same source
- * builds for AVX-512, AVX2, SSE2 or NEON. Only the matvec is blocked by hand
- * (its accumulators must stay in registers); the rest is left to the compiler.
+ * The portable matvecs use GCC/Clang vector extensions, so the same source
+ * builds for AVX-512, AVX2, SSE2 or NEON; they are blocked by hand because their
+ * accumulators must stay in registers. With AVX-512 the gate and cell passes
+ * are intrinsics (table lookups by gather); elsewhere they are plain loops the
+ * compiler vectorizes. tests/test_recurrence.py builds this file four ways and
+ * holds every build and kernel equal.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
