@@ -5,9 +5,10 @@ The kernel runs a layer over every timestep of a batch of windows, a few
 windows at a time. Its matmuls are int8 x int8 sums, done by one of three
 kernels that give equal sums (KERNELS): AVX-512 VNNI dot products where the
 build has them, float32 when every partial sum provably stays below 2**24
-(exact in any order), int32 otherwise. Its requantizations wrap in 32 bits only after a per-row bound, computed here from
-the multiplier, shift and bias, has proven the product fits int32; a value
-outside that bound stops the run and OverflowProofError names the layer.
+(exact in any order), int32 otherwise. Its requantizations wrap in 32 bits only
+after a per-row range check, computed here from the multiplier, shift and bias,
+has proven the product fits int32; a value outside that range stops the run and
+OverflowProofError names the layer (docs/arithmetic.md).
 """
 from __future__ import annotations
 
@@ -61,6 +62,20 @@ def _quads(w: np.ndarray, rows: int) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(-1, 4, rows).transpose(0, 2, 1))
 
 
+def _requant_row(mult, shift, bias, offset, what: str) -> tuple[int, int, int, int, int]:
+    """One row's (M, K, S, base, span) for requantize() in _recurrence.c: the
+    kernel computes acc' * M + K for its sum acc' = acc + offset, after checking
+    acc' - base <= span (unsigned), i.e. acc in the safe range [lo, hi]. All
+    modulo 2**32 (exact; see there)."""
+    mult, shift, bias, offset = int(mult), int(shift), int(bias), int(offset)
+    half = 1 << (shift - 1)
+    lo, hi = safe_accumulators(mult, half, bias)
+    if lo > hi:
+        raise OverflowProofError(f"{what} requantization: no accumulator fits int32")
+    row = (mult, (bias - offset) * mult + half, shift, offset + lo, hi - lo)
+    return tuple(v % 2**32 for v in row)
+
+
 @dataclass(frozen=True)
 class LayerKernel:
     """One layer, ready for the kernel: weights [n_in + H, rows] transposed and
@@ -109,18 +124,11 @@ class LayerKernel:
         p[P_OFF] = gate_offsets[0]
         p[P_OFF, :4 * hidden] = gate_offsets
         for r in range(4 * hidden):
-            for (m_, k_, s_, base_, span_), mult, shift, bias, offset, what in (
-                    ((P_MX, P_KX, P_SX, P_BASEX, P_SPANX), layer.mx[r], layer.sx[r], layer.bx[r], offset_x[r], "input"),
-                    ((P_MH, P_KH, P_SH, P_BASEH, P_SPANH), layer.mh[r], layer.sh[r], 0, offset_h[r], "recurrent")):
-                mult, shift, bias, offset = int(mult), int(shift), int(bias), int(offset)
-                half = 1 << (shift - 1)
-                lo, hi = safe_accumulators(mult, half, bias)
-                if lo > hi:
-                    raise OverflowProofError(f"layer {k} {what} requantization: no accumulator fits int32")
-                # all modulo 2**32 (see requantize() in _recurrence.c)
-                p[[m_, k_, s_, base_, span_], r] = (mult, (bias - offset) * mult + half, shift,
-                                                     offset + lo, hi - lo)
-        p = (p % 2**32).astype(np.uint32).view(np.int32)
+            p[[P_MX, P_KX, P_SX, P_BASEX, P_SPANX], r] = _requant_row(
+                layer.mx[r], layer.sx[r], layer.bx[r], offset_x[r], f"layer {k} input")
+            p[[P_MH, P_KH, P_SH, P_BASEH, P_SPANH], r] = _requant_row(
+                layer.mh[r], layer.sh[r], 0, offset_h[r], f"layer {k} recurrent")
+        p = p.astype(np.uint32).view(np.int32)
         return cls(k, n_in, hidden, rows, layer.c_frac, kernel, w, p)
 
     def run(self, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,

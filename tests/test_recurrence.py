@@ -176,3 +176,19 @@ def test_inputs_outside_int8_are_refused(rng):
     qm, x_q = _quantized(rng, 4, 6, 1)
     with pytest.raises(ValueError, match="model inputs must be int8"):
         IntegerLSTM(qm).run(x_q + 200)
+
+
+def test_extreme_requantization_constants_agree_across_kernels(rng):
+    """Biases and multipliers at the ends of int32: the modulo-2**32 constants
+    are built without overflow, and every kernel reaches the same verdict."""
+    qm, x_q = _quantized(rng, 4, 6, 1, windows=2, steps=3)
+    layer = qm.layers[0]
+    layer.bx[:] = np.where(np.arange(16) % 2, INT32_MAX, INT32_MIN + 1)
+    layer.mx[:4] = [INT32_MAX, 1, -INT32_MAX, 3]
+    verdicts = set()
+    for kernel in recurrence.KERNELS:
+        try:
+            verdicts.add(IntegerLSTM(qm, kernel=kernel).run(x_q).tobytes())
+        except OverflowProofError as e:
+            verdicts.add(str(e))
+    assert verdicts == {"layer 0 input requantization: a value left the int32 range"}
