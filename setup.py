@@ -1,4 +1,4 @@
-"""Builds the integer reference's compiled time loop (edge_agent/_recurrence.c).
+"""Builds the integer reference's compiled time loop (edge_agent/reference/_recurrence.c).
 
 Everything else about the package is in pyproject.toml. The kernel is compiled
 for the machine that installs it (-march=native, where the compiler takes it),
@@ -38,5 +38,5 @@ class BuildNative(build_ext):
         super().build_extensions()
 
 
-setup(ext_modules=[Extension("edge_agent._recurrence", ["edge_agent/_recurrence.c"])],
+setup(ext_modules=[Extension("edge_agent.reference._recurrence", ["edge_agent/reference/_recurrence.c"])],
       cmdclass={"build_ext": BuildNative})

@@ -1,7 +1,7 @@
 """The viper cell under the real MicroPython unix port, and what it costs a board.
 
 Prints, on one H=32, I=6 single-layer model:
-- us per timestep of device/cell.py (viper) and of a straightforward float
+- us per timestep of device/cell.py (viper kernels) and of a straightforward float
   pure-Python LSTM cell, both under MicroPython, and their ratio (goal >= 50);
 - heap bytes allocated per timestep (goal 0), with gc.mem_alloc();
 - bytes of RAM held by the loaded model and by one stream's state;
@@ -10,7 +10,7 @@ Prints, on one H=32, I=6 single-layer model:
   mpy-cross emits for the RP2040's Thumb kernel (device/kernel_thumb.py), for
   the viper kernel other ports run, and for a textbook viper loop (disassembled
   with arm-none-eabi-objdump); and executed per MAC over a whole timestep's
-  matvecs, the Thumb kernel run on an emulated Cortex-M (edge_agent/armv6m.py).
+  matvecs, the Thumb kernel run on an emulated Cortex-M (tests/armv6m.py).
 
     python bench/device_cell.py     (needs binutils-arm-none-eabi for the static counts)
 """
@@ -27,13 +27,17 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # armv6m.py: the Thumb kernel on an emulated Cortex-M
 
-from edge_agent import armv6m, blob, model as fmodel, unixport  # noqa: E402
+import armv6m  # noqa: E402  (tests/armv6m.py)
+from edge_agent import blob  # noqa: E402
+from edge_agent.board import unixport  # noqa: E402
+from edge_agent.learn import model as fmodel  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 
 MPY_SCRIPT = r"""
 import sys, time, gc, math, array
-import blob, cell
+import blob, cell, layout
 
 def measure(fn, n):
     gc.collect()
@@ -44,7 +48,7 @@ def measure(fn, n):
     return time.ticks_diff(t1, t0) / n, (gc.mem_alloc() - a0) / n
 
 def load(path):
-    return cell.Model(blob.load(path))  # the raw blob is garbage once this returns
+    return layout.BoardModel(blob.load(path))  # the raw blob is garbage once this returns
 
 gc.collect()
 before = gc.mem_alloc()
@@ -203,7 +207,7 @@ def print_instruction_counts(tmp: Path) -> None:
     (tmp / "naive.py").write_text(NAIVE_KERNEL)
     subprocess.run(["mpy-cross", "-march=armv6m", "-o", str(tmp / "naive.mpy"), str(tmp / "naive.py")], check=True)
     loops = {"Thumb kernel (RP2040)": tmp / "kernel_thumb.armv6m.mpy",
-             "viper kernel (ESP32 and others)": tmp / "cell.armv6m.mpy",
+             "viper kernel (ESP32 and others)": tmp / "kernels.armv6m.mpy",
              "textbook viper loop": tmp / "naive.mpy"}
     for label, mpy in loops.items():
         loop = instructions_per_mac(mpy, tmp)

@@ -17,10 +17,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_agent import blob, config, flash, model as fmodel  # noqa: E402
-from edge_agent.board import VirtualBoard  # noqa: E402
+from edge_agent import blob, config  # noqa: E402
+from edge_agent.board import flash  # noqa: E402
+from edge_agent.board.virtual import VirtualBoard  # noqa: E402
+from edge_agent.learn import model as fmodel  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
-from edge_agent.transport import CHUNK, RawRepl  # noqa: E402
+from edge_agent.board.transport import CHUNK, RawRepl  # noqa: E402
 
 
 def big_model(path: Path) -> None:

@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Broker  # noqa: E402
-from edge_agent import link, mqtt  # noqa: E402
-from edge_agent.bridge import Bridge, DiskQueue, QueueLimits, run  # noqa: E402
+from edge_agent.board import link  # noqa: E402
+from edge_agent.mqtt import client as mqtt  # noqa: E402
+from edge_agent.mqtt.bridge import Bridge, DiskQueue, QueueLimits, run  # noqa: E402
 from mqtt_helpers import Board, settings_for  # noqa: E402
 
 

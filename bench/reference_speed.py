@@ -6,7 +6,7 @@ run alternately, best of 7 each, so machine load falls on both alike.
 
     python bench/reference_speed.py [--layers 1 2] [--hidden 32] [--steps 100] [--kernel K]
 
---kernel picks the reference's matmul kernel (edge_agent.recurrence.KERNELS;
+--kernel picks the reference's matmul kernel (edge_agent.reference.recurrence.KERNELS;
 default: the fastest this build has).
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_agent import model as fmodel  # noqa: E402
-from edge_agent.evaluate import int8_inputs  # noqa: E402
+from edge_agent.learn import model as fmodel  # noqa: E402
+from edge_agent.reference.inputs import int8_inputs  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
-from edge_agent.recurrence import KERNELS  # noqa: E402
-from edge_agent.reference import IntegerLSTM  # noqa: E402
+from edge_agent.reference.lstm import IntegerLSTM  # noqa: E402
+from edge_agent.reference.recurrence import KERNELS  # noqa: E402
 
 
 def best_of_interleaved(fn_a, fn_b, repeats: int = 7) -> tuple[float, float]:

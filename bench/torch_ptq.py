@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import recording, synthetic  # noqa: E402
-from edge_agent.torchnet import make as make_net  # noqa: E402
+from edge_agent.learn.torchnet import make as make_net  # noqa: E402
 
 
 def train(data: dict, hidden: int, layers: int, epochs: int, seed: int = 0):
@@ -83,7 +83,8 @@ def main() -> None:
 
 def write_demo(pt: Path, data: dict) -> None:
     """The bundled demo: a 2-layer model, a small dataset and a recording."""
-    from edge_agent import blob, model
+    from edge_agent import blob
+    from edge_agent.learn import model
     from edge_agent.quant import quantize
 
     out = ROOT / "edge_agent" / "data"

@@ -3,7 +3,7 @@
 For three synthetic tasks (wrist-IMU activity, motor vibration anomaly, keyword
 features), the same data, split, model size, epochs and recipe (Adam 5e-3 with
 cosine decay, clip 1.0, batch 64, class weights, best validation weights
-restored) in edge_agent.train and in PyTorch; then the numpy model quantized by
+restored) in edge_agent.learn.train and in PyTorch; then the numpy model quantized by
 PTQ, and fine-tuned by QAT then quantized. PyTorch starts from the numpy run's
 initial weights and sees the same batches in the same order. In float64 the two
 stay in lockstep (printed first); in float32 rounding differences grow over the
@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_agent import synthetic  # noqa: E402
-from edge_agent.torchnet import from_model  # noqa: E402
-from edge_agent import train as T  # noqa: E402
+from edge_agent.learn.torchnet import from_model  # noqa: E402
+from edge_agent.learn import train as T  # noqa: E402
 from edge_agent.evaluate import int_logits  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 

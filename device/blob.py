@@ -4,9 +4,9 @@
 import struct
 
 try:
-    from binascii import crc32
+    from binascii import crc32 as _binascii_crc32
 except ImportError:  # a port built without binascii.crc32
-    crc32 = None
+    _binascii_crc32 = None
 
 MAGIC = b"EAQM"
 VERSION = 1
@@ -20,9 +20,11 @@ class BlobError(Exception):
     pass
 
 
-def _crc32_table(data):
-    # bitwise CRC-32 (IEEE), only for ports that lack binascii.crc32
-    crc = 0xFFFFFFFF
+def crc32(data):
+    """CRC-32 (IEEE) of data; binascii's where the port has it (link.py shares it)."""
+    if _binascii_crc32:
+        return _binascii_crc32(data) & 0xFFFFFFFF
+    crc = 0xFFFFFFFF  # bitwise, only for ports built without binascii.crc32
     for byte in data:
         crc ^= byte
         for _ in range(8):
@@ -47,8 +49,7 @@ def check(data):
         raise BlobError("model blob has %d unexpected bytes after its end" % (n - total))
     want = struct.unpack_from("<I", data, total - 4)[0]
     body = memoryview(data)[: total - 4]
-    got = crc32(body) if crc32 else _crc32_table(body)
-    if got & 0xFFFFFFFF != want:
+    if crc32(body) != want:
         raise BlobError("model blob CRC mismatch: the file is corrupt")
     if fields[2] != HEADER_SIZE:
         raise BlobError("model blob header size %d is not %d" % (fields[2], HEADER_SIZE))

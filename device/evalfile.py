@@ -14,7 +14,8 @@ import sys
 
 import blob
 import cell
-from stream import Stream
+from layout import BoardModel
+from stream import Stream, decide
 
 
 def _ints(fh, n):
@@ -59,14 +60,14 @@ def stream(model, src, out):
         ready = s.push()
         if ready is not None:
             logits = c.head(ready)
-            k, score = cell.decide(model, logits)
+            k, score = decide(model, logits)
             out.write(struct.pack("<3i", t, k, score))
             out.write(struct.pack("<%di" % model.n_classes, *logits))
 
 
 def main(argv):
     mode, model_path, in_path, out_path = argv[1:5]
-    model = cell.Model(blob.load(model_path))
+    model = BoardModel(blob.load(model_path))
     with open(in_path, "rb") as src, open(out_path, "wb") as out:
         if mode == "windows":
             windows(model, src, out, len(argv) > 5 and argv[5] == "trace")

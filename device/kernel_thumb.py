@@ -1,14 +1,14 @@
 # The multiply-accumulate kernel for Thumb boards (RP2040: Cortex-M0+, armv6m),
 # in MicroPython's inline assembler: 4 instructions per MAC where viper, which
-# keeps only two locals in registers, needs about 12. device/cell.py uses it
+# keeps only two locals in registers, needs about 12. device/kernels.py uses it
 # when the board is ARM and falls back to its viper kernel elsewhere (ESP32, the
 # unix port); flash sends this file to ARM boards only.
 #
-# Contract (the same as cell._matvec_viper): out[r] = sum_j x[j] * w[r * n + j]
+# Contract (the same as kernels.matvec_viper): out[r] = sum_j x[j] * w[r * n + j]
 # as int32, for bytes x[0..n) and w[0..rows*n), n a multiple of 8 and >= 8,
 # rows >= 1. Only r0-r7 are used: the prologue saves r4-r7, nothing saves r8+.
 # The host runs the machine code mpy-cross emits for this file on an emulated
-# Cortex-M (edge_agent/armv6m.py) and checks it against numpy and the viper kernel.
+# Cortex-M (tests/armv6m.py) and checks it against numpy and the viper kernel.
 # The assembler's names (r0, label, ldrb, str...) are not Python's:
 # pyright: reportUndefinedVariable=false, reportArgumentType=false, reportCallIssue=false
 import micropython

@@ -7,10 +7,7 @@
 # "c <json>\n", a command.
 import json
 
-try:
-    from binascii import crc32
-except ImportError:
-    from blob import _crc32_table as crc32
+from blob import crc32
 
 PREFIX = "EA1 "
 
@@ -29,7 +26,7 @@ def dumps(payload):
 
 def frame(kind, payload):
     body = kind + " " + dumps(payload)
-    return "%s%s*%08x\n" % (PREFIX, body, crc32(body.encode()) & 0xFFFFFFFF)
+    return "%s%s*%08x\n" % (PREFIX, body, crc32(body.encode()))
 
 
 def parse_sample(line, out):

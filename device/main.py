@@ -10,7 +10,8 @@ import blob
 import cell
 import publishers
 import sensors
-from stream import Stream
+from layout import BoardModel
+from stream import Stream, decide
 
 CONFIG = "config.json"
 MODEL = "model.bin"
@@ -54,10 +55,10 @@ def _same_file(a, b):
 def load_model(say):
     """model.bin if it is good (then remembered as model.good), else model.good."""
     try:
-        model = cell.Model(blob.load(MODEL))
+        model = BoardModel(blob.load(MODEL))
     except (OSError, ValueError, blob.BlobError) as exc:
         say("error", {"what": "model.bin refused", "reason": str(exc), "action": "keeping the previous model"})
-        return cell.Model(blob.load(GOOD_MODEL))
+        return BoardModel(blob.load(GOOD_MODEL))
     if not _same_file(MODEL, GOOD_MODEL):
         import os
 
@@ -111,7 +112,7 @@ class Detector:
             cmd = json.loads(text)
             if cmd.get("reload"):
                 try:
-                    self.use(cell.Model(blob.load(MODEL)))
+                    self.use(BoardModel(blob.load(MODEL)))
                 except (OSError, ValueError, blob.BlobError) as exc:
                     self.pub.publish("error", {"what": "model.bin refused", "reason": str(exc),
                                                "action": "keeping the previous model"})
@@ -136,7 +137,7 @@ class Detector:
         if ready is None:
             return
         self.windows += 1
-        k, score = cell.decide(self.model, c.head(ready))
+        k, score = decide(self.model, c.head(ready))
         if score >= self.thresholds[k]:
             self.seq += 1
             self.pub.publish("det", {

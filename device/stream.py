@@ -1,5 +1,5 @@
-# Window semantics over a stream of samples; host twin: edge_agent/reference.py
-# (stream_decisions). Three cases:
+# Window semantics over a stream of samples, and the decision at a window's end;
+# host twin: edge_agent/reference/stream.py (stream_decisions, decide). Three cases:
 # - hop == window: one state, reset at every window start;
 # - hop < window: overlapping windows, each from a zero state. Window w starts
 #   at sample w*hop and runs in state w % n, n = ceil(window / hop): by the time
@@ -50,3 +50,30 @@ class Stream:
                 ready = states[0] if self.continuous else states[start // self.hop]
         self.pos = pos + 1 if pos + 1 < self.period else 0
         return ready
+
+
+def decide(model, logits):
+    """(class, score) once per window: the softmax probability of the top class in
+    Q0.15, from the exp table (docs/arithmetic.md, "Head and decision")."""
+    k_top = 0
+    for k in range(1, model.n_classes):
+        if logits[k] > logits[k_top]:
+            k_top = k
+    top = logits[k_top]
+    ls = model.lut_shift
+    table = model.exp_table
+    total = 32768
+    for k in range(model.n_classes):
+        if k == k_top:
+            continue
+        d = top - logits[k]
+        if model.out_frac > 12:
+            t = (d + (1 << (model.out_frac - 13))) >> (model.out_frac - 12)
+        else:
+            t = d << (12 - model.out_frac)
+        u = 32768 - (t if t < 32768 else 32768)
+        i = u >> ls
+        lo = table[i]
+        total += lo + (((table[i + 1] - lo) * (u & ((1 << ls) - 1)) + (1 << (ls - 1))) >> ls)
+    score = ((1 << 30) + total // 2) // total
+    return k_top, score if score < 32767 else 32767

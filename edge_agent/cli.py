@@ -17,6 +17,17 @@ DEMO_BLOB = DATA_DIR / "demo.bin"
 DEMO_RECORDING = DATA_DIR / "demo_recording.csv"
 
 
+def _blob_path(args, settings) -> Path:
+    """--blob, else the config's model, else the bundled demo."""
+    if args.blob:
+        return Path(args.blob)
+    return settings.model_file() if settings.source else DEMO_BLOB
+
+
+def _detection_line(det: dict) -> str:
+    return f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} score {det['score']:.3f}"
+
+
 def _progress(total: int, desc: str, quiet: bool, unit: str = "it"):
     """A tqdm bar on stderr, or nothing when output is machine-read."""
     if quiet or total <= 0:
@@ -28,8 +39,9 @@ def _progress(total: int, desc: str, quiet: bool, unit: str = "it"):
 
 
 def cmd_quantize(args) -> int:
-    from . import blob, config, dataset, model
+    from . import blob, config, dataset
     from .fileio import write_text_atomic
+    from .learn import model
     from .quant import quantize
     from .quant.report import error_report
 
@@ -57,8 +69,9 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import blob, config, dataset, model
+    from . import blob, config, dataset
     from .evaluate import evaluate
+    from .learn import model
     from .fileio import atomic_open
 
     fm = model.load_model(args.model)
@@ -88,7 +101,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     from . import config, dataset
-    from .train import TrainConfig, train
+    from .learn.train import TrainConfig, train
 
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz)
@@ -110,7 +123,7 @@ def cmd_train(args) -> int:
         if bar:
             bar.close()
     if str(args.out).endswith((".pt", ".pth")):
-        from .torchnet import save_checkpoint
+        from .learn.torchnet import save_checkpoint
 
         save_checkpoint(fm, args.out)
     else:
@@ -129,7 +142,7 @@ def cmd_replay(args) -> int:
     from .replay import detections
 
     settings = config.load(args.config)
-    blob_path = Path(args.blob) if args.blob else (settings.model_file() if settings.source else DEMO_BLOB)
+    blob_path = _blob_path(args, settings)
     qm = blob.read(blob_path)
     rec_path = args.recording or DEMO_RECORDING
     rec = recording.load(rec_path, settings.sensor.rate_hz)
@@ -153,7 +166,7 @@ def cmd_replay(args) -> int:
             if args.json:
                 print(json.dumps(det), flush=True)
             else:
-                line = f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} score {det['score']:.3f}"
+                line = _detection_line(det)
                 (bar.write(line) if bar else print(line, flush=True))
     finally:
         if bar:
@@ -167,7 +180,7 @@ def cmd_board(args) -> int:
     import signal
     import threading
 
-    from .board import VirtualBoard
+    from .board.virtual import VirtualBoard
 
     if not args.emulate:
         raise UserError("only a virtual board can be started here: edge-agent board --emulate")
@@ -186,10 +199,10 @@ def cmd_board(args) -> int:
 
 def cmd_flash(args) -> int:
     from . import config
-    from .flash import flash
+    from .board.flash import flash
 
     settings = config.load(args.config)
-    blob_path = Path(args.blob) if args.blob else (settings.model_file() if settings.source else DEMO_BLOB)
+    blob_path = _blob_path(args, settings)
     result = flash(settings, blob_path, args.port or settings.port, args.board or settings.board,
                    progress=not args.quiet, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     print(f"flashed {result.port} ({result.arch}): wrote {len(result.written)} file(s)"
@@ -203,7 +216,7 @@ def cmd_flash(args) -> int:
 
 
 def _mqtt_target(args):
-    from . import mqtt
+    from .mqtt import client as mqtt
 
     return mqtt.target(args.mqtt, args.username, args.password_file, args.tls_ca, args.insecure)
 
@@ -212,13 +225,12 @@ def _publish_replay(args, settings, qm, dets) -> int:
     from .replay import publish_mqtt
 
     for det in publish_mqtt(dets, _mqtt_target(args), settings, qm, args.device_id):
-        print(json.dumps(det) if args.json else f"{det['seq']:>4}  t={det['t']:8.2f}s  {det['label']:<10} "
-              f"score {det['score']:.3f}", flush=True)
+        print(json.dumps(det) if args.json else _detection_line(det), flush=True)
     return 0
 
 
 def cmd_monitor(args) -> int:
-    from . import monitor
+    from .mqtt import monitor
 
     if args.port:
         source = monitor.serial_source(args.port)
@@ -234,7 +246,8 @@ def cmd_bridge(args) -> int:
     import signal
     import threading
 
-    from . import bridge, config
+    from . import config
+    from .mqtt import bridge
 
     settings = config.load(args.config)
     limits = bridge.QueueLimits(args.queue_max, args.queue_bytes, args.ttl, args.drop)
@@ -255,104 +268,114 @@ def cmd_bridge(args) -> int:
     return 0
 
 
-def _mqtt_options(p) -> None:
-    p.add_argument("--username", help="MQTT user (or user@ in the URL)")
-    p.add_argument("--password-file", help="a file holding the MQTT password (else $EDGE_AGENT_MQTT_PASSWORD)")
-    p.add_argument("--tls-ca", help="CA certificate for mqtts:// (default: the system's)")
-    p.add_argument("--insecure", action="store_true", help="TLS without certificate checks (testing only)")
-    p.add_argument("--client-id", help="a fixed client id: a persistent session across reconnects")
+# ---- the command table: each verb's arguments beside its handler -------------------
+
+def arg(*names, **kwargs):
+    return names, kwargs
+
+
+CONFIG = arg("--config", help="config.yaml (default: ./config.yaml where one is needed)")
+BLOB = arg("--blob", help="model blob (default: config's model, else the bundled demo)")
+JSON = arg("--json", action="store_true", help="machine-readable output (JSON)")
+MQTT_AUTH = [
+    arg("--username", help="MQTT user (or user@ in the URL)"),
+    arg("--password-file", help="a file holding the MQTT password (else $EDGE_AGENT_MQTT_PASSWORD)"),
+    arg("--tls-ca", help="CA certificate for mqtts:// (default: the system's)"),
+    arg("--insecure", action="store_true", help="TLS without certificate checks (testing only)"),
+    arg("--client-id", help="a fixed client id: a persistent session across reconnects"),
+]
+
+COMMANDS = {
+    "quantize": (cmd_quantize, "float model + calibration data -> model.bin", [
+        arg("--model", required=True, help="float model: .npz or PyTorch .pt"),
+        arg("--calib", required=True, help="DATA .npz; its X_train calibrates"),
+        arg("--out", required=True, help="blob to write"),
+        arg("--report", help="write per-layer, per-gate quantization error (JSON)"),
+        arg("--calib-windows", type=int, default=1000, help="windows used (default 1000)"),
+        CONFIG,
+    ]),
+    "evaluate": (cmd_evaluate, "float vs int8 accuracy on DATA's test split", [
+        arg("--model", required=True),
+        arg("--blob", required=True),
+        arg("--data", required=True),
+        arg("--backend", default="numpy", choices=["numpy", "micropython"],
+            help="numpy: the integer reference; micropython: device/ under the unix port"),
+        JSON,
+        arg("--dump", help="write int8 logits and predictions (.npz)"),
+        arg("--plot", help="write confusion matrices and gate error histograms (PNG)"),
+        CONFIG,
+    ]),
+    "train": (cmd_train, "train a float LSTM in numpy (optionally quantization-aware)", [
+        arg("--data", required=True, help="DATA .npz, or a folder of labelled CSV recordings"),
+        arg("--out", required=True, help="model.npz (PyTorch state_dict names) or model.pt (torch.save)"),
+        arg("--hidden", type=int, default=32),
+        arg("--layers", type=int, default=1),
+        arg("--epochs", type=int, default=20),
+        arg("--seed", type=int, default=0),
+        arg("--qat", action="store_true", help="then fine-tune through the int8 model's grids"),
+        arg("--qat-epochs", type=int, default=5),
+        CONFIG,
+    ]),
+    "replay": (cmd_replay, "run a recording through a backend; print its detections", [
+        arg("recording", nargs="?", help="CSV or .npz (default: the bundled demo)"),
+        BLOB,
+        CONFIG,
+        arg("--backend", default="numpy", choices=["numpy", "micropython", "board"],
+            help="numpy: the reference; micropython: a virtual board made for this run; "
+                 "board: a flashed board on --port"),
+        arg("--port", help="the board's serial port (backend board; default: config's)"),
+        arg("--window", type=int, help="samples per window (overrides the config)"),
+        arg("--hop", type=int, help="samples between decisions (overrides the config)"),
+        arg("--realtime", action="store_true", help="pace samples at the sensor rate"),
+        arg("--json", action="store_true", help="JSON lines, no progress bar"),
+        arg("--mqtt", help="also publish the detections as a board would: mqtt://host[:port]"),
+        arg("--device-id", help="the device id to publish as (default: config's)"),
+        *MQTT_AUTH,
+    ]),
+    "monitor": (cmd_monitor, "watch detections: a live table of devices, or JSON lines", [
+        arg("--mqtt", help="broker URL: mqtt://host[:port] or mqtts://"),
+        arg("--port", help="a board on serial instead of MQTT"),
+        arg("--json", action="store_true", help="one JSON line per detection"),
+        arg("--count", type=int, help="exit after N detections"),
+        arg("--group", help="MQTT v5 shared subscription group: monitors in a group split the stream"),
+        arg("--topic-prefix", default="edge"),
+        *MQTT_AUTH,
+    ]),
+    "bridge": (cmd_bridge, "a serial board's messages to MQTT, with an on-disk queue", [
+        arg("--port", required=True, help="the board's serial port"),
+        arg("--mqtt", required=True, help="broker URL: mqtt://host[:port] or mqtts://"),
+        CONFIG,
+        arg("--device-id", help="publish as this device (default: config's)"),
+        arg("--queue", default="edge-agent-bridge.sqlite", help="the on-disk queue file"),
+        arg("--queue-max", type=int, default=10000, help="messages kept at most"),
+        arg("--queue-bytes", type=int, default=10_000_000, help="payload bytes kept at most"),
+        arg("--ttl", type=float, default=7 * 24 * 3600, help="seconds a message may wait"),
+        arg("--drop", choices=["oldest", "newest"], default="oldest", help="what goes when full"),
+        *MQTT_AUTH,
+    ]),
+    "board": (cmd_board, "start a virtual board on a pseudo-terminal; prints its port", [
+        arg("--emulate", action="store_true", help="the MicroPython unix port as the board"),
+        arg("--dir", help="the board's flash directory (default: a new temp dir)"),
+    ]),
+    "flash": (cmd_flash, "runner + model + config onto a board", [
+        arg("--port", help="serial port, or auto (USB VID:PID); default: config's"),
+        arg("--board", choices=["rp2040", "esp32", "auto"], help="default: config's"),
+        BLOB,
+        CONFIG,
+        arg("--quiet", action="store_true", help="no progress bar"),
+    ]),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("quantize", help="float model + calibration data -> model.bin")
-    p.add_argument("--model", required=True, help="float model: .npz or PyTorch .pt")
-    p.add_argument("--calib", required=True, help="DATA .npz; its X_train calibrates")
-    p.add_argument("--out", required=True, help="blob to write")
-    p.add_argument("--report", help="write per-layer, per-gate quantization error (JSON)")
-    p.add_argument("--calib-windows", type=int, default=1000, help="windows used (default 1000)")
-    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
-    p.set_defaults(run=cmd_quantize)
-
-    p = sub.add_parser("evaluate", help="float vs int8 accuracy on DATA's test split")
-    p.add_argument("--model", required=True)
-    p.add_argument("--blob", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--backend", default="numpy", choices=["numpy", "micropython"],
-                   help="numpy: the integer reference; micropython: device/ under the unix port")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--dump", help="write int8 logits and predictions (.npz)")
-    p.add_argument("--plot", help="write confusion matrices and gate error histograms (PNG)")
-    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
-    p.set_defaults(run=cmd_evaluate)
-
-    p = sub.add_parser("train", help="train a float LSTM in numpy (optionally quantization-aware)")
-    p.add_argument("--data", required=True, help="DATA .npz, or a folder of labelled CSV recordings")
-    p.add_argument("--out", required=True, help="model.npz (PyTorch state_dict names) or model.pt (torch.save)")
-    p.add_argument("--hidden", type=int, default=32)
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--qat", action="store_true", help="then fine-tune through the int8 model's grids")
-    p.add_argument("--qat-epochs", type=int, default=5)
-    p.add_argument("--config", help="config.yaml: window/hop for a folder of CSV recordings")
-    p.set_defaults(run=cmd_train)
-
-    p = sub.add_parser("replay", help="run a recording through a backend; print its detections")
-    p.add_argument("recording", nargs="?", help="CSV or .npz (default: the bundled demo)")
-    p.add_argument("--blob", help="model blob (default: config's model, else the bundled demo)")
-    p.add_argument("--config", help="config.yaml (window, hop, thresholds, labels, rate)")
-    p.add_argument("--backend", default="numpy", choices=["numpy", "micropython", "board"],
-                   help="numpy: the reference; micropython: a virtual board made for this run; "
-                        "board: a flashed board on --port")
-    p.add_argument("--port", help="the board's serial port (backend board; default: config's)")
-    p.add_argument("--window", type=int, help="samples per window (overrides the config)")
-    p.add_argument("--hop", type=int, help="samples between decisions (overrides the config)")
-    p.add_argument("--realtime", action="store_true", help="pace samples at the sensor rate")
-    p.add_argument("--json", action="store_true", help="JSON lines, no progress bar")
-    p.add_argument("--mqtt", help="also publish the detections as a board would: mqtt://host[:port]")
-    p.add_argument("--device-id", help="the device id to publish as (default: config's)")
-    _mqtt_options(p)
-    p.set_defaults(run=cmd_replay)
-
-    p = sub.add_parser("monitor", help="watch detections: a live table of devices, or JSON lines")
-    p.add_argument("--mqtt", help="broker URL: mqtt://host[:port] or mqtts://")
-    p.add_argument("--port", help="a board on serial instead of MQTT")
-    p.add_argument("--json", action="store_true", help="one JSON line per detection")
-    p.add_argument("--count", type=int, help="exit after N detections")
-    p.add_argument("--group", help="MQTT v5 shared subscription group: monitors in a group split the stream")
-    p.add_argument("--topic-prefix", default="edge")
-    _mqtt_options(p)
-    p.set_defaults(run=cmd_monitor)
-
-    p = sub.add_parser("bridge", help="a serial board's messages to MQTT, with an on-disk queue")
-    p.add_argument("--port", required=True, help="the board's serial port")
-    p.add_argument("--mqtt", required=True, help="broker URL: mqtt://host[:port] or mqtts://")
-    p.add_argument("--config", help="config.yaml (device id, topic prefix)")
-    p.add_argument("--device-id", help="publish as this device (default: config's)")
-    p.add_argument("--queue", default="edge-agent-bridge.sqlite", help="the on-disk queue file")
-    p.add_argument("--queue-max", type=int, default=10000, help="messages kept at most")
-    p.add_argument("--queue-bytes", type=int, default=10_000_000, help="payload bytes kept at most")
-    p.add_argument("--ttl", type=float, default=7 * 24 * 3600, help="seconds a message may wait")
-    p.add_argument("--drop", choices=["oldest", "newest"], default="oldest", help="what goes when full")
-    _mqtt_options(p)
-    p.set_defaults(run=cmd_bridge)
-
-    p = sub.add_parser("board", help="start a virtual board on a pseudo-terminal; prints its port")
-    p.add_argument("--emulate", action="store_true", help="the MicroPython unix port as the board")
-    p.add_argument("--dir", help="the board's flash directory (default: a new temp dir)")
-    p.set_defaults(run=cmd_board)
-
-    p = sub.add_parser("flash", help="runner + model + config onto a board")
-    p.add_argument("--port", help="serial port, or auto (USB VID:PID); default: config's")
-    p.add_argument("--board", choices=["rp2040", "esp32", "auto"], help="default: config's")
-    p.add_argument("--blob", help="model blob (default: config's model)")
-    p.add_argument("--config", help="config.yaml (default: ./config.yaml)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=cmd_flash)
+    for name, (handler, help_text, args) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        for names, kwargs in args:
+            p.add_argument(*names, **kwargs)
+        p.set_defaults(run=handler)
     return parser
 
 

@@ -71,6 +71,14 @@ class Settings:
             raise UserError(f"{where}: device_id must be non-empty without '/', '+' or '#'")
         return self
 
+    def labels_for(self, class_names: list[str], n_classes: int) -> list[str]:
+        """The configured labels, else the model's class names; one per class."""
+        labels = list(self.labels or class_names)
+        if len(labels) != n_classes:
+            raise UserError(f"{self.source or 'config'}: labels: {len(labels)} given, "
+                            f"the model has {n_classes} classes")
+        return labels
+
     def threshold_q15(self, label: str) -> int:
         """The detection threshold of a label as the board compares it (Q0.15)."""
         value = self.thresholds.get(label, self.thresholds.get("default", 0.0))

@@ -52,7 +52,7 @@ def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fr
     samples; a window's label is the one most of its samples carry. The last
     part of each recording is the test split (no window shared across splits)."""
     from .recording import load as load_recording
-    from .reference import window_starts
+    from .reference.stream import window_starts
 
     files = sorted(folder.glob("*.csv"))
     if not files:

@@ -6,8 +6,10 @@ import numpy as np
 from .blob import QuantModel
 from .dataset import Split
 from .errors import UserError
-from .model import FloatModel
-from .reference import IntegerLSTM, decide, quantize_raw, to_raw
+from .learn.model import FloatModel
+from .reference.inputs import int8_inputs
+from .reference.lstm import IntegerLSTM
+from .reference.stream import decide
 
 BACKENDS = ("numpy", "micropython")
 
@@ -23,18 +25,14 @@ def check_match(model: FloatModel, qmodel: QuantModel) -> None:
         raise UserError("blob does not match the model: it was quantized from other weights")
 
 
-def int8_inputs(qmodel: QuantModel, x: np.ndarray) -> np.ndarray:
-    """Float windows in sensor units -> the int8 inputs the board computes."""
-    return quantize_raw(to_raw(x, qmodel.inputs), qmodel.inputs)
-
-
 def int_logits(qmodel: QuantModel, x: np.ndarray, lengths=None, backend: str = "numpy") -> np.ndarray:
     """int32 logits from the reference (numpy) or from device/ under MicroPython."""
     x_q = int8_inputs(qmodel, x)
     if backend == "numpy":
         return IntegerLSTM(qmodel).run(x_q, lengths)
     if backend == "micropython":
-        from . import blob, unixport
+        from . import blob
+        from .board import unixport
 
         return unixport.run_windows(blob.pack(qmodel), x_q, lengths)
     raise UserError(f"backend {backend!r} is not available (choose from {', '.join(BACKENDS)})")

@@ -13,26 +13,20 @@ from typing import Iterator
 
 import numpy as np
 
-from . import link
 from .blob import QuantModel
+from .board import link
 from .config import Settings
 from .errors import UserError
-from .evaluate import int8_inputs
 from .recording import Recording
-from .reference import IntegerLSTM, decide, score_fraction, stream_decisions, to_raw
+from .reference.inputs import int8_inputs, to_raw
+from .reference.lstm import IntegerLSTM
+from .reference.stream import decide, score_fraction, stream_decisions
 
 BACKENDS = ("numpy", "micropython", "board")
 
 
-def _labels(settings: Settings, qmodel: QuantModel) -> list[str]:
-    labels = settings.labels or qmodel.class_names
-    if len(labels) != qmodel.n_classes:
-        raise UserError(f"{len(labels)} labels configured for a model with {qmodel.n_classes} classes")
-    return labels
-
-
 def numpy_detections(rec: Recording, qmodel: QuantModel, settings: Settings, progress=None) -> Iterator[dict]:
-    labels = _labels(settings, qmodel)
+    labels = settings.labels_for(qmodel.class_names, qmodel.n_classes)
     x_q = int8_inputs(qmodel, rec.x)
     points = stream_decisions(IntegerLSTM(qmodel), x_q, settings.window, settings.hop, settings.continuous)
     if progress is not None:
@@ -126,8 +120,8 @@ def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, por
 
 def micropython_detections(rec: Recording, qmodel_path, qmodel: QuantModel, settings: Settings,
                            progress=None) -> Iterator[dict]:
-    from .board import VirtualBoard
-    from .flash import flash
+    from .board.flash import flash
+    from .board.virtual import VirtualBoard
 
     with VirtualBoard() as vboard:
         flash(settings, qmodel_path, port=vboard.port, progress=False, warn=lambda m: None)
@@ -139,13 +133,13 @@ def detections(rec: Recording, qmodel: QuantModel, settings: Settings, backend: 
                progress=None) -> Iterator[dict]:
     if rec.x.shape[1] != qmodel.n_inputs:
         raise UserError(f"recording has {rec.x.shape[1]} channels, the model takes {qmodel.n_inputs}")
-    _labels(settings, qmodel)
+    settings.labels_for(qmodel.class_names, qmodel.n_classes)
     if backend == "numpy":
         return numpy_detections(rec, qmodel, settings, progress)
     if backend == "micropython":
         return micropython_detections(rec, blob_path, qmodel, settings, progress)
     if backend == "board":
-        from .flash import find_port
+        from .board.flash import find_port
 
         return board_detections(rec, qmodel, settings, find_port(port or settings.port), realtime, progress)
     raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
@@ -158,11 +152,11 @@ def publish_mqtt(dets, tgt, settings: Settings, qmodel: QuantModel, device_id: s
     import json
     import os
 
-    from . import mqtt
+    from .mqtt import client as mqtt
 
     device_id = device_id or settings.device_id
     prefix = settings.publisher.topic_prefix
-    labels = _labels(settings, qmodel)
+    labels = settings.labels_for(qmodel.class_names, qmodel.n_classes)
     boot = os.urandom(4).hex()
     status = mqtt.topic(prefix, device_id, "status")
 

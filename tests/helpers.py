@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent import model as fmodel
+from edge_agent.learn import model as fmodel
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import serial
 
-from edge_agent import config, flash, link
-from edge_agent.board import VirtualBoard
+from edge_agent import config
+from edge_agent.board import flash, link
+from edge_agent.board.virtual import VirtualBoard
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BLOB = ROOT / "edge_agent" / "data" / "demo.bin"
@@ -89,7 +90,7 @@ class Subscriber:
     """A paho subscriber collecting (topic, payload, retain) on a queue."""
 
     def __init__(self, url: str, topics: list[str], username=None, password=None):
-        from edge_agent import mqtt
+        from edge_agent.mqtt import client as mqtt
 
         tgt = mqtt.target(url, username)
         tgt.password = password

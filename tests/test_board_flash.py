@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent import blob, config, flash, model as fmodel, recording
-from edge_agent.board import VirtualBoard
+from edge_agent import blob, config, recording
+from edge_agent.board import flash
+from edge_agent.board.virtual import VirtualBoard
+from edge_agent.learn import model as fmodel
 from edge_agent.errors import UserError
 from edge_agent.quant import quantize
 from edge_agent.replay import detections
-from edge_agent.transport import RawRepl
+from edge_agent.board.transport import RawRepl
 
 ROOT = Path(__file__).resolve().parents[1]
 

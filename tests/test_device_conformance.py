@@ -1,16 +1,20 @@
 """device/ under the real MicroPython unix port equals the integer reference, bit for bit.
 
-Golden vectors come from edge_agent/reference.py; device/cell.py must reproduce
+Golden vectors come from edge_agent/reference/; device/ (cell.py, kernels.py) must reproduce
 every layer's h and c after every step, and the logits, for random models whose
 weights, inputs and cell states are pushed to their bounds.
 """
 import numpy as np
 import pytest
 
-from edge_agent import blob, model as fmodel, unixport
+from edge_agent import blob
+from edge_agent.board import unixport
+from edge_agent.learn import model as fmodel
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import OverflowProofError
-from edge_agent.reference import IntegerLSTM, Trace, decide, quantize_raw, stream_decisions
+from edge_agent.reference.inputs import quantize_raw
+from edge_agent.reference.lstm import IntegerLSTM, Trace
+from edge_agent.reference.stream import decide, stream_decisions
 
 N_MODELS = 200
 

@@ -6,9 +6,11 @@ import subprocess
 import numpy as np
 import pytest
 
-from edge_agent import blob, link, recording, unixport
-from edge_agent.reference import (IntegerLSTM, decide, quantize_raw, score_fraction, stream_decisions,
-                                  to_raw)
+from edge_agent import blob, recording
+from edge_agent.board import link, unixport
+from edge_agent.reference.inputs import quantize_raw, to_raw
+from edge_agent.reference.lstm import IntegerLSTM
+from edge_agent.reference.stream import decide, score_fraction, stream_decisions
 
 
 def start_board(board_dir, config):

@@ -9,8 +9,9 @@ import subprocess
 import numpy as np
 import pytest
 
-from edge_agent import armv6m, unixport
-from edge_agent.flash import runner_files
+import armv6m
+from edge_agent.board import unixport
+from edge_agent.board.flash import runner_files
 
 SHAPES = [(1, 8), (3, 16), (128, 8), (128, 40), (12, 264), (4, 1024)]
 
@@ -44,18 +45,18 @@ def test_thumb_kernel_writes_only_its_rows(kernel):
 
 
 def test_thumb_kernel_equals_viper_kernel(kernel, tmp_path):
-    """The same inputs through cell._matvec_viper under the real MicroPython
+    """The same inputs through kernels.matvec_viper under the real MicroPython
     unix port: the Thumb kernel is a drop-in for the kernel the cell is proven with."""
     rng = np.random.default_rng(7)
     cases = [_case(rng, rows, n) for rows, n in SHAPES[:5]]
     script = tmp_path / "viper.py"
     script.write_text(
-        "import json, sys, array, cell\n"
+        "import json, sys, array, kernels\n"
         "for w, x in json.load(open(sys.argv[1])):\n"
         "    rows, n = len(w) // len(x), len(x)\n"
         "    out = array.array('i', [0] * rows)\n"
-        "    cell._matvec_viper(cell.address(bytearray(x)), cell.address(bytearray(w)),\n"
-        "                       cell.address(out), n | rows << 16)\n"
+        "    kernels.matvec_viper(kernels.address(bytearray(x)), kernels.address(bytearray(w)),\n"
+        "                         kernels.address(out), n | rows << 16)\n"
         "    print(json.dumps(list(out)))\n")
     data = tmp_path / "cases.json"
     data.write_text(json.dumps([[w.ravel().tolist(), x.tolist()] for w, x in cases]))
@@ -76,7 +77,7 @@ def test_thumb_kernel_is_thumb1_only(kernel):
 def test_mpy_reader_refuses_other_code():
     with pytest.raises(ValueError, match="v6"):
         armv6m.asm_functions(b"C\x06\x00\x1f")
-    cell_mpy = armv6m.compile_kernel("armv6m", unixport.DEVICE_DIR / "cell.py")
+    cell_mpy = armv6m.compile_kernel("armv6m", unixport.DEVICE_DIR / "kernels.py")
     with pytest.raises(ValueError):  # viper children and constants: not a kernel module
         armv6m.asm_functions(cell_mpy)
 

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from edge_agent import model as fmodel
+from edge_agent.learn import model as fmodel
 from edge_agent.errors import UserError
 
 torch = pytest.importorskip("torch")
 
 
-from edge_agent.torchnet import make as Net  # noqa: E402
+from edge_agent.learn.torchnet import make as Net  # noqa: E402
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])

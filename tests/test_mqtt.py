@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from edge_agent import mqtt
+from edge_agent.mqtt import client as mqtt
 
 from pathlib import Path
 

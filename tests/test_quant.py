@@ -2,11 +2,13 @@
 import numpy as np
 import pytest
 
-from edge_agent import blob, dataset, model as fmodel
-from edge_agent.evaluate import evaluate, int8_inputs
+from edge_agent import blob, dataset
+from edge_agent.learn import model as fmodel
+from edge_agent.evaluate import evaluate
+from edge_agent.reference.inputs import int8_inputs
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import INT32_MAX, OverflowProofError
-from edge_agent.reference import IntegerLSTM
+from edge_agent.reference.lstm import IntegerLSTM
 
 from helpers import random_model
 

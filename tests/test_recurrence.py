@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edge_agent import recurrence
-from edge_agent.evaluate import int8_inputs
+from edge_agent.reference import recurrence
+from edge_agent.reference.inputs import int8_inputs
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import INT32_MAX, INT32_MIN, OverflowProofError
-from edge_agent.reference import IntegerLSTM, Trace
+from edge_agent.reference.lstm import IntegerLSTM, Trace
 
 from helpers import random_model
 

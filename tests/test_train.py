@@ -4,11 +4,12 @@ import json
 import numpy as np
 import pytest
 
-from edge_agent import model as fmodel, recording, synthetic
-from edge_agent import train as T
-from edge_agent.evaluate import int8_inputs
+from edge_agent import recording, synthetic
+from edge_agent.learn import model as fmodel
+from edge_agent.learn import train as T
+from edge_agent.reference.inputs import int8_inputs
 from edge_agent.quant import quantize
-from edge_agent.reference import IntegerLSTM
+from edge_agent.reference.lstm import IntegerLSTM
 
 from helpers import run_cli
 
@@ -19,7 +20,7 @@ def small_problem(seed=0):
     model.mean, model.std = rng.normal(size=3), rng.uniform(0.5, 2, 3)
     x = rng.normal(size=(5, 6, 3))
     y = np.array([0, 1, 2, 1, 0])
-    mask = T._mask(5, 6, np.array([6, 3, 6, 1, 5]))  # ragged windows too
+    mask = fmodel.valid_steps(5, 6, np.array([6, 3, 6, 1, 5])).astype(np.float64)  # ragged windows too
     return model, x, y, mask, np.array([1.0, 2.0, 0.5])
 
 
@@ -43,13 +44,13 @@ def test_gradients_match_finite_differences_for_every_parameter():
 torch = pytest.importorskip("torch")
 
 
-from edge_agent.torchnet import make as Net  # noqa: E402
+from edge_agent.learn.torchnet import make as Net  # noqa: E402
 
 
 def test_gradients_equal_torch_autograd():
     model, x, y, _, _ = small_problem(1)
     params = T.params_of(model)
-    loss, _, grads = T.loss_and_grads(model, params, x, y, T._mask(5, 6, None), np.ones(3))
+    loss, _, grads = T.loss_and_grads(model, params, x, y, fmodel.valid_steps(5, 6, None).astype(np.float64), np.ones(3))
     net = Net(3, 4, 2, 3).double()
     net.load_state_dict({k: torch.tensor(v) for k, v in params.items()})
     xn = torch.tensor((x - model.mean) / model.std)
@@ -71,7 +72,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_a_torch_checkpoint_that_quantize_loads(trained, tmp_path):
-    from edge_agent.torchnet import save_checkpoint
+    from edge_agent.learn.torchnet import save_checkpoint
 
     model, _, _, x, _, _ = trained
     save_checkpoint(model, tmp_path / "m.pt")
@@ -108,7 +109,7 @@ def test_fake_quant_forward_tracks_the_integer_model(trained):
     the integer reference's decisions."""
     model, _, _, x, y, _ = trained
     hooks = T.FakeQuant(model, x)
-    _, fq_logits, _ = T.loss_and_grads(model, T.params_of(model), x, y, T._mask(len(x), x.shape[1], None),
+    _, fq_logits, _ = T.loss_and_grads(model, T.params_of(model), x, y, fmodel.valid_steps(len(x), x.shape[1], None).astype(np.float64),
                                        np.ones(4), hooks, need_grads=False)
     int_logits = IntegerLSTM(hooks.qm).run(int8_inputs(hooks.qm, x)) / 4096
     assert np.mean(fq_logits.argmax(1) == int_logits.argmax(1)) >= 0.97

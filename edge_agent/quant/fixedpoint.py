@@ -1,7 +1,9 @@
 """Fixed-point helpers shared by the quantizer and the integer reference.
 
-Every integer the board computes goes through one of these three operations, so
-they are defined once here and documented in docs/arithmetic.md.
+The host's rescaling (rounding shift, requantization checked against int32) and
+the choice of multiplier and shift are defined once here, as docs/arithmetic.md
+specifies them; the compiled time loop (reference/_recurrence.c) implements the
+same requantization and is held equal to it by tests.
 """
 from __future__ import annotations
 
@@ -26,15 +28,22 @@ def rshift_round(value, shift: int):
     return (value + (1 << (shift - 1))) >> shift
 
 
-def requantize(acc, multiplier, shift):
-    """acc * multiplier / 2**shift, rounded half up (the board's only rescale)."""
-    return rshift_round(acc * multiplier, shift)
+def check_int32(values, what: str) -> None:
+    """Refuse values a 32-bit board register could not hold."""
+    values = np.asarray(values)
+    if values.size and (values.max() > INT32_MAX or values.min() < -INT32_MAX):
+        raise OverflowProofError(f"{what}: a value left the int32 range")
 
 
-def saturate(value, lo: int, hi: int):
-    if isinstance(value, np.ndarray):
-        return np.clip(value, lo, hi)
-    return lo if value < lo else hi if value > hi else value
+def requantize(acc, multiplier, shift, what: str | None = None):
+    """acc * multiplier / 2**shift, rounded half up (the board's only rescale).
+
+    With `what`, the product plus rounding half is checked against int32 first,
+    as the board computes it in one 32-bit register; OverflowProofError names it."""
+    prod = acc * multiplier + (1 << (shift - 1))
+    if what is not None:
+        check_int32(prod, what)
+    return prod >> shift
 
 
 def choose_multiplier(real: float, acc_bound: int, what: str = "value") -> tuple[int, int]:

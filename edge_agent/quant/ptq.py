@@ -15,7 +15,7 @@ import numpy as np
 
 from ..blob import InputQuant, QuantHead, QuantLayer, QuantModel
 from ..errors import UserError
-from ..model import FloatModel, Trace
+from ..learn.model import FloatModel, Trace, valid_steps
 from .fixedpoint import choose_input_multiplier, choose_multiplier
 from .lut import GATE_FRAC, LUT_SHIFT, exp_table, sigmoid_table, tanh_table
 
@@ -35,7 +35,7 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
         raise UserError("calibration data is empty")
     trace = Trace()
     model.forward(calib, lengths, trace)
-    valid = _valid_mask(calib.shape[0], calib.shape[1], lengths)
+    valid = valid_steps(calib.shape[0], calib.shape[1], lengths)
 
     inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit)
     layers = []
@@ -52,12 +52,6 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
     head = _quant_head(model.head_w * H_SCALE, model.head_b)
     return QuantModel(inputs, layers, head, sigmoid_table(), tanh_table(), exp_table(),
                       LUT_SHIFT, model.labels(), model.fingerprint())
-
-
-def _valid_mask(n: int, steps: int, lengths) -> np.ndarray:
-    if lengths is None:
-        return np.ones((n, steps), dtype=bool)
-    return np.arange(steps)[None, :] < np.asarray(lengths)[:, None]
 
 
 def input_quant(samples: np.ndarray, raw_per_unit=None) -> tuple[InputQuant, np.ndarray, np.ndarray]:

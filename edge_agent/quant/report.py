@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import model as float_model
-from .. import reference
+from ..learn import model as float_model
 from ..blob import QuantModel
-from ..model import FloatModel
+from ..learn.model import FloatModel, valid_steps
+from ..reference.inputs import int8_inputs
+from ..reference.lstm import IntegerLSTM, Trace
 from .lut import GATE_FRAC
 from .ptq import GATE_NAMES, OUT_FRAC
 
@@ -25,11 +26,10 @@ def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=N
     "layer k <gate>", for histograms."""
     ftrace = float_model.Trace()
     flogits = model.forward(x, lengths, ftrace)
-    itrace = reference.Trace()
-    x_q = reference.quantize_raw(reference.to_raw(x, qmodel.inputs), qmodel.inputs)
-    ilogits = reference.IntegerLSTM(qmodel).run(x_q, lengths, itrace)
-    valid = np.ones(x.shape[:2], bool) if lengths is None else \
-        np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None]
+    itrace = Trace()
+    x_q = int8_inputs(qmodel, x)
+    ilogits = IntegerLSTM(qmodel).run(x_q, lengths, itrace)
+    valid = valid_steps(x.shape[0], x.shape[1], lengths)
     x_deq = (x_q - qmodel.inputs.zero) * qmodel.inputs.scale
     report = {
         "windows": int(len(x)),

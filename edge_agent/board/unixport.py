@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
-DEVICE_DIR = Path(__file__).resolve().parent.parent / "device"
+DEVICE_DIR = Path(__file__).resolve().parents[2] / "device"
 
 
 def binary() -> str:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import time
 
-from .errors import UserError
+from ..errors import UserError
 
 CHUNK = 8192  # bytes of file per raw-REPL exec: few round trips, ~20 KB transient on the board
 

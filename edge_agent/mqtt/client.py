@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .errors import UserError
+from ..errors import UserError
 
 PASSWORD_ENV = "EDGE_AGENT_MQTT_PASSWORD"
 

@@ -1,5 +1,5 @@
 """The integer LSTM's time loop: one layer's operands, laid out once for the
-compiled kernel (edge_agent/_recurrence.c), and the call that runs it.
+compiled kernel (_recurrence.c), and the call that runs it.
 
 The kernel runs a layer over every timestep of a batch of windows, a few
 windows at a time. Its matmuls are int8 x int8 sums, done by one of three
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _recurrence
-from .blob import QuantLayer
-from .quant.fixedpoint import INT32_MAX, INT32_MIN, OverflowProofError
+from ..blob import QuantLayer
+from ..quant.fixedpoint import INT32_MAX, INT32_MIN, OverflowProofError
 
 FLOAT32_EXACT = 2**24  # every integer up to this is a float32
 ROW_ALIGN = 16  # rows padded to a whole number of the widest SIMD vector (16 lanes)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .unixport import DEVICE_DIR
+from edge_agent.board.unixport import DEVICE_DIR
 
 KERNEL_SOURCE = DEVICE_DIR / "kernel_thumb.py"
 CODE_BASE = 0x0000_0000  # Cortex-M: code at 0, SRAM at 0x2000_0000

@@ -19,7 +19,7 @@ import time
 import tty
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .unixport import binary
 
 

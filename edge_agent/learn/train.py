@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import UserError
-from .model import FloatModel, LSTMLayer, full_lengths
-from .quant import lut
-from .quant.ptq import H_SCALE, quantize, row_quant
+from ..errors import UserError
+from ..quant import lut
+from ..quant.ptq import H_SCALE, quantize, row_quant
+from .model import FloatModel, LSTMLayer, valid_steps
 
 
 @dataclass
@@ -244,11 +244,6 @@ def clip_global(grads: dict, max_norm: float) -> None:
             grads[k] = grads[k] * (max_norm / norm)
 
 
-def _mask(n: int, steps: int, lengths) -> np.ndarray:
-    lengths = full_lengths(n, steps, lengths)
-    return (np.arange(steps)[None, :] < lengths[:, None]).astype(np.float64)
-
-
 def _split(y: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
     """Stratified train / validation indices."""
     train, val = [], []
@@ -271,7 +266,7 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
     counts = np.bincount(y[train_idx], minlength=n_cls).astype(np.float64)
     weights = np.where(counts > 0, len(train_idx) / (n_cls * np.maximum(counts, 1)), 0.0) \
         if cfg.class_weights else np.ones(n_cls)
-    mask = _mask(len(y), x.shape[1], lengths)
+    mask = valid_steps(len(y), x.shape[1], lengths).astype(np.float64)
     params = params_of(model)
     opt = Adam(params, lr)
     def merit(loss: float) -> tuple:  # larger is better
@@ -318,7 +313,7 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
 
 def int8_accuracy(model: FloatModel, calib, calib_len, x, y, lengths=None) -> float:
     """Accuracy of the blob quantize() makes of `model`, run by the integer reference."""
-    from .evaluate import int_logits
+    from ..evaluate import int_logits
 
     qm = quantize(model, calib, calib_len)
     return float(np.mean(int_logits(qm, x, lengths).argmax(1) == y))
@@ -349,7 +344,7 @@ def train(x: np.ndarray, y: np.ndarray, lengths=None, cfg: TrainConfig = TrainCo
     rng = np.random.default_rng(cfg.seed)
     n_cls = int(y.max()) + 1 if class_names is None else len(class_names)
     model = init_model(x.shape[2], cfg.hidden, cfg.layers, n_cls, rng)
-    mask = _mask(len(x), x.shape[1], lengths).astype(bool)
+    mask = valid_steps(len(x), x.shape[1], lengths)
     valid = x[mask]
     model.mean, model.std = valid.mean(axis=0), np.maximum(valid.std(axis=0), 1e-6)
     model.class_names = list(class_names) if class_names is not None else None

@@ -89,7 +89,7 @@ def open_serial(port: str, timeout: float = 0.1):
     """A pyserial port, or one clear UserError."""
     import serial
 
-    from .errors import UserError
+    from ..errors import UserError
 
     try:
         return serial.Serial(port, 115200, timeout=timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 from .model import FloatModel
 
 
@@ -45,7 +45,7 @@ def from_model(model: FloatModel):
 
 def save_checkpoint(model: FloatModel, path: str | Path) -> None:
     """torch.save of {state_dict, mean, std, class_names}: what `quantize --model x.pt` loads."""
-    from .fileio import atomic_open
+    from ..fileio import atomic_open
 
     torch = _torch()
     net = from_model(model)

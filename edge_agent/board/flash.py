@@ -19,9 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import blob, link
-from .config import Settings
-from .errors import UserError
+from .. import blob
+from ..config import Settings
+from ..errors import UserError
+from . import link
 from .transport import BoardError, RawRepl
 from .unixport import DEVICE_DIR
 
@@ -61,9 +62,7 @@ def find_port(port: str) -> str:
 
 def device_config(settings: Settings, qmodel: blob.QuantModel) -> dict:
     """config.json for device/main.py, from config.yaml and the model."""
-    labels = settings.labels or qmodel.class_names
-    if len(labels) != qmodel.n_classes:
-        raise UserError(f"config labels: {len(labels)} given, the model has {qmodel.n_classes} classes")
+    labels = settings.labels_for(qmodel.class_names, qmodel.n_classes)
     sensor = {k: getattr(settings.sensor, k) for k in settings.sensor.__dataclass_fields__}
     return {
         "device_id": settings.device_id, "window": settings.window, "hop": settings.hop,
@@ -91,7 +90,7 @@ def _publisher_config(settings: Settings) -> dict:
     pub = settings.publisher
     if pub.kind != "mqtt":
         return {"kind": pub.kind}
-    from . import mqtt
+    from ..mqtt import client as mqtt
 
     tgt = mqtt.target(pub.mqtt_url, pub.username or None, pub.password_file or None)
     if tgt.tls:

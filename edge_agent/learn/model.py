@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .fileio import atomic_open
+from ..errors import UserError
+from ..fileio import atomic_open
 
 GATES = ("i", "f", "g", "o")  # PyTorch's order of the four 4H row blocks
 
@@ -160,6 +160,11 @@ def full_lengths(n: int, steps: int, lengths) -> np.ndarray:
     if lengths.shape != (n,) or lengths.min(initial=1) < 1 or lengths.max(initial=1) > steps:
         raise UserError(f"lengths must be {n} values in 1..{steps}")
     return lengths
+
+
+def valid_steps(n: int, steps: int, lengths) -> np.ndarray:
+    """bool [n, steps]: True at each window's valid timesteps (before its length)."""
+    return np.arange(steps)[None, :] < full_lengths(n, steps, lengths)[:, None]
 
 
 def _sigmoid(v: np.ndarray) -> np.ndarray:

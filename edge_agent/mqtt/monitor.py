@@ -99,7 +99,7 @@ def detection_line(device_id: str, det: dict) -> str:
 def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: str | None = None):
     """Subscribe to every device's detection, status and metrics topics (as a
     shared subscription with a group; a persistent session with a client id)."""
-    from . import mqtt
+    from . import client as mqtt
 
     def start(view: FleetView, on_detection):
         share = f"$share/{group}/" if group else ""
@@ -132,7 +132,7 @@ def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: 
 
 def serial_source(port: str):
     """A board on serial: its detection lines, named by the device id it announces."""
-    from . import link
+    from ..board import link
 
     def start(view: FleetView, on_detection):
         ser = link.open_serial(port)

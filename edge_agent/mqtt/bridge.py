@@ -15,8 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import link, mqtt
-from .errors import UserError
+from ..board import link
+from ..errors import UserError
+from . import client as mqtt
 
 
 @dataclass

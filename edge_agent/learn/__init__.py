@@ -1,0 +1,1 @@
+"""The float model, its numpy training (and QAT), and the PyTorch adapter."""

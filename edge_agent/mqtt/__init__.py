@@ -1,0 +1,1 @@
+"""MQTT on the host: client helpers (URLs, TLS, discovery), monitor, bridge."""
