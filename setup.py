@@ -1,16 +1,21 @@
-"""Builds the integer reference's compiled time loop (edge_agent/reference/_recurrence.c).
+"""Builds the compiled loops: the integer reference's time loop
+(edge_agent/reference/_recurrence.c) and training's forward and backward
+through time (edge_agent/learn/_bptt.c).
 
 Everything else about the package is in pyproject.toml. The kernel is compiled
 for the machine that installs it (-march=native, where the compiler takes it),
 as a JIT would; set EDGE_AGENT_PORTABLE=1 to build for the architecture's
 baseline instead (for a wheel that other machines will run). Needs GCC or Clang:
-the kernel uses their vector extensions.
+the kernels use their vector extensions.
 """
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 # fp-contract: fused multiply-adds, exact here (every product and sum is a small integer)
 BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=fast", "-fno-strict-aliasing"]
@@ -38,5 +43,20 @@ class BuildNative(build_ext):
         super().build_extensions()
 
 
-setup(ext_modules=[Extension("edge_agent.reference._recurrence", ["edge_agent/reference/_recurrence.c"])],
-      cmdclass={"build_ext": BuildNative})
+class BuildWithDevice(build_py):
+    """The board's runner (device/*.py) ships inside the package as edge_agent/device/,
+    where edge_agent.board.unixport finds it; an editable install uses the checkout's."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        dest = Path(self.build_lib) / "edge_agent" / "device"
+        dest.mkdir(parents=True, exist_ok=True)
+        for src in sorted(Path(__file__).resolve().parent.joinpath("device").glob("*.py")):
+            shutil.copyfile(src, dest / src.name)
+
+
+setup(ext_modules=[Extension("edge_agent.reference._recurrence", ["edge_agent/reference/_recurrence.c"]),
+                   Extension("edge_agent.learn._bptt", ["edge_agent/learn/_bptt.c"])],
+      cmdclass={"build_ext": BuildNative, "build_py": BuildWithDevice})

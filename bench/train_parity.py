@@ -1,18 +1,26 @@
 """numpy training beside PyTorch trained the same way, and PTQ beside QAT.
 
 For three synthetic tasks (wrist-IMU activity, motor vibration anomaly, keyword
-features), the same data, split, model size, epochs and recipe (Adam 5e-3 with
-cosine decay, clip 1.0, batch 64, class weights, best validation weights
-restored) in edge_agent.learn.train and in PyTorch; then the numpy model quantized by
+features), the same data, split, model size, epochs and recipe (Adam 1e-2
+decaying exponentially to 1/64 of it, clip 1.0, batch 32, class weights, a 10%
+validation split with the best validation weights restored) in
+edge_agent.learn.train (float32, its C time loop) and in PyTorch; then the numpy model quantized by
 PTQ, and fine-tuned by QAT then quantized. PyTorch starts from the numpy run's
 initial weights and sees the same batches in the same order. In float64 the two
 stay in lockstep (printed first); in float32 rounding differences grow over the
 epochs (training is chaotic), so several seeds show the spread. Also prints training time for the
-1-layer H=32 model on 1,000 windows of 100 x 6 for 20 epochs, numpy vs PyTorch.
+1-layer H=32 model on 1,000 windows of 100 x 6 for 20 epochs, numpy vs PyTorch, one
+thread each (BLAS included), run one after the other in one process.
 
     python bench/train_parity.py [--epochs 60] [--qat-epochs 5] [--seeds 3] [--tasks activity vibration keywords]
+    python bench/train_parity.py --tasks      # the training time alone
 """
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread on both sides (BLAS included)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import copy
@@ -30,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from edge_agent import synthetic  # noqa: E402
 from edge_agent.learn.torchnet import from_model  # noqa: E402
 from edge_agent.learn import train as T  # noqa: E402
+from edge_agent.learn.model import valid_steps  # noqa: E402
 from edge_agent.evaluate import int_logits  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 
@@ -44,7 +53,7 @@ def torch_fit(x, y, init: T.FloatModel, train_idx, val_idx, orders, cfg: T.Train
     best = (math.inf, None)
     for epoch in range(cfg.epochs):
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+            g["lr"] = T.learning_rate(cfg.lr, epoch, cfg.epochs)
         for b in torch.tensor(orders[epoch]).split(cfg.batch):
             opt.zero_grad()
             loss = torch.nn.functional.cross_entropy(net(xt[b]), yt[b], weight=w)
@@ -66,7 +75,7 @@ def run_task(name, x, y, xt, yt, labels, cfg, qat_epochs):
     ours_s = time.perf_counter() - start
     # PyTorch from the same start: replay train()'s random draws (init, split, batch orders)
     rng = np.random.default_rng(cfg.seed)
-    init = T.init_model(x.shape[2], cfg.hidden, cfg.layers, len(labels), rng)
+    init = T.init_model(x.shape[2], cfg.hidden, cfg.layers, len(labels), rng, cfg.forget_bias)
     train_idx, val_idx = T._split(y, cfg.val_fraction, rng)
     orders = [train_idx[rng.permutation(len(train_idx))] for _ in range(cfg.epochs)]
     start = time.perf_counter()
@@ -94,7 +103,7 @@ def run_task(name, x, y, xt, yt, labels, cfg, qat_epochs):
 
 def lockstep(x, y, epochs: int = 3) -> None:
     """The same start, batches and recipe in float64 PyTorch: the weights agree."""
-    cfg = T.TrainConfig(hidden=32, layers=1, epochs=epochs, seed=0)
+    cfg = T.TrainConfig(hidden=32, layers=1, epochs=epochs, seed=0, val_fraction=0.1)
     x = x.astype(np.float64)
     rng = np.random.default_rng(0)
     model = T.init_model(x.shape[2], 32, 1, int(y.max()) + 1, rng)
@@ -102,9 +111,10 @@ def lockstep(x, y, epochs: int = 3) -> None:
     flat = x.reshape(-1, x.shape[2])
     model.mean, model.std = flat.mean(0), flat.std(0)
     net = from_model(model).double()
+    net.load_state_dict({k: torch.tensor(v) for k, v in T.params_of(model).items()})  # float64, not via float32
     params, opt = T.params_of(model), T.Adam(T.params_of(model), cfg.lr)
     topt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-    mask, w = T._mask(len(x), x.shape[1], None), np.ones(int(y.max()) + 1)
+    mask, w = valid_steps(len(x), x.shape[1], None).astype(np.float64), np.ones(int(y.max()) + 1)
     xt, yt = torch.tensor((x - model.mean) / model.std), torch.tensor(y)
     diffs = []
     for epoch in range(epochs):
@@ -136,17 +146,20 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--qat-epochs", type=int, default=5)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    ap.add_argument("--timing-batch", type=int, default=32, help="batch size of the timing run")
+    ap.add_argument("--tasks", nargs="*", default=list(TASKS), help="none: the timing alone")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    lockstep(*TASKS["activity"][0](100))
+    if args.tasks:
+        lockstep(*TASKS["activity"][0](100))
     print(f"1-layer H=32, {args.epochs} epochs, same recipe in both, {args.seeds} seeds; "
           f"test accuracy on 1,000 held-out windows; torch threads 1")
     for name in args.tasks:
         make, labels = TASKS[name]
         (x, y), (xt, yt) = make(100), make(200)
         runs = [run_task(name, x, y, xt, yt, labels, T.TrainConfig(hidden=32, layers=1, epochs=args.epochs,
-                                                                   patience=args.epochs, seed=seed),
+                                                                   patience=args.epochs, seed=seed,
+                                                                   val_fraction=0.1, refit=False),
                          args.qat_epochs) for seed in range(args.seeds)]
         mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]}
         print(f"{name:<10} mean:   float {mean['float']:.4f} | PyTorch {mean['torch']:.4f} | "
@@ -154,11 +167,13 @@ def main() -> None:
               f"QAT - PTQ {100 * (mean['qat'] - mean['ptq']):+.2f} pp, float - QAT {100 * (mean['float'] - mean['qat']):+.2f} pp",
               flush=True)
     (x, y), (xt, yt) = TASKS["activity"][0](100), TASKS["activity"][0](200)
-    cfg = T.TrainConfig(hidden=32, layers=1, epochs=20, patience=20, seed=0)
+    cfg = T.TrainConfig(hidden=32, layers=1, epochs=20, patience=20, seed=0, val_fraction=0.1, refit=False,
+                        batch=args.timing_batch)
     timing = run_task("timing", x, y, xt, yt, synthetic.CLASSES, cfg, 1)
-    print(f"training time, 1-layer H=32, 1,000 windows x 100 steps x 6 channels, 20 epochs: "
-          f"numpy {timing['ours_s']:.1f} s, PyTorch {timing['torch_s']:.1f} s, "
-          f"ratio {timing['ours_s'] / timing['torch_s']:.1f}x")
+    print(f"timing model: 1-layer H=32, 1,000 windows x 100 steps x 6 channels, 20 epochs, batch {cfg.batch}")
+    print(f"training seconds numpy: {timing['ours_s']:.2f}")
+    print(f"training seconds PyTorch: {timing['torch_s']:.2f}")
+    print(f"training time ratio numpy / PyTorch: {timing['ours_s'] / timing['torch_s']:.2f}")
 
 
 if __name__ == "__main__":

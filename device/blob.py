@@ -14,10 +14,32 @@ HEADER_SIZE = 32
 ENTRY_SIZE = 16
 NO_LAYER = 255
 ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 1}
+HEAD_KINDS = ("classify", "anomaly")  # header byte 21
 
 
 class BlobError(Exception):
     pass
+
+
+# Limits: docs/format.md "Limits", checked the same way by edge_agent/blob.py.
+INT32_MAX = 0x7FFFFFFF
+F32_POSITIVE = -1  # lo marker: a finite float32 above zero (checked on its bits: no float here)
+# header fields 4..9: C, H, K, L, lut_shift, out_frac
+HEADER_LIMITS = ((1, 2048), (1, 2048), (1, 4096), (1, 3), (1, 15), (0, 30))
+HEADER_NAMES = ("C", "H", "K", "L", "lut_shift", "out_frac")
+# tag -> (element type, per layer, lo, hi); lo None: any value of the type
+LIMITS = {
+    b"INRU": (5, False, F32_POSITIVE, None), b"INMU": (4, False, 1, INT32_MAX),
+    b"INBI": (4, False, None, None), b"INSH": (2, False, 1, 30), b"INSC": (5, False, F32_POSITIVE, None),
+    b"INZP": (4, False, None, None),  # asymmetric: a range not holding 0 puts it past int8
+    b"SIGM": (3, False, -32767, 32767), b"TANH": (3, False, -32767, 32767), b"EXPN": (3, False, -32767, 32767),
+    b"WX__": (1, True, None, None), b"WH__": (1, True, None, None), b"BX__": (4, True, None, None),
+    b"MX__": (4, True, 1, INT32_MAX), b"SX__": (2, True, 1, 30), b"MH__": (4, True, 1, INT32_MAX),
+    b"SH__": (2, True, 1, 30), b"CFRC": (2, True, 0, 15),
+    b"WD__": (1, False, None, None), b"BD__": (4, False, None, None), b"MD__": (4, False, 1, INT32_MAX),
+    b"SD__": (2, False, 1, 30),
+    b"NAME": (6, False, None, None), b"FPRT": (6, False, None, None),
+}
 
 
 def crc32(data):
@@ -65,6 +87,9 @@ class Blob:
         self.crc = struct.unpack_from("<I", data, f[3] - 4)[0]  # names the model in messages
         self.n_inputs, self.hidden, self.n_classes = f[4], f[5], f[6]
         self.n_layers, self.lut_shift, self.out_frac = f[7], f[8], f[9]
+        if f[10] >= len(HEAD_KINDS):
+            raise BlobError("model blob head kind %d is unknown" % f[10])
+        self.task = HEAD_KINDS[f[10]]  # classify | anomaly
         total = f[3]
         self.sections = {}
         for i in range(f[11]):
@@ -78,6 +103,82 @@ class Blob:
             if offset % 4 or offset + count * size > total - 4:
                 raise BlobError("model blob section %s lies outside the file" % tag)
             self.sections[(tag, layer)] = (offset, count, code)
+        self._check_limits(f)
+
+    def _check_limits(self, f):
+        """Every documented range and type, at load time (no timestep runs before it)."""
+        for i in range(6):
+            lo, hi = HEADER_LIMITS[i]
+            if not lo <= f[4 + i] <= hi:
+                raise BlobError("model blob header %s = %d is outside %d..%d" % (HEADER_NAMES[i], f[4 + i], lo, hi))
+        for key in self.sections:
+            tag, layer = key
+            limit = LIMITS.get(tag)
+            if limit is None or (limit[1] and layer >= self.n_layers) or (not limit[1] and layer != NO_LAYER):
+                continue  # unknown, or not one this model uses: skipped
+            offset, count, code = self.sections[key]
+            where = tag.decode() + (" of layer %d" % layer if limit[1] else "")
+            if code != limit[0]:
+                raise BlobError("model blob section %s has element type %d, expected %d" % (where, code, limit[0]))
+            lo, hi = limit[2], limit[3]
+            if lo == F32_POSITIVE:
+                for bits in struct.unpack_from("<%dI" % count, self.data, offset):
+                    if bits >> 31 or not bits & 0x7FFFFFFF or (bits >> 23) & 0xFF == 0xFF:
+                        raise BlobError("model blob section %s holds a value that is not a finite positive number" % where)
+            elif lo is not None and count:
+                values = self.ints(tag, count, layer)
+                if min(values) < lo or max(values) > hi:
+                    raise BlobError("model blob section %s holds a value outside %d..%d" % (where, lo, hi))
+        for tag in (b"INRU", b"INSC", b"INZP"):
+            self.section(tag, self.n_inputs)  # host-only, but required: refused alike on both sides
+        if (b"NAME", NO_LAYER) in self.sections:
+            try:
+                self.labels()
+            except UnicodeError:
+                raise BlobError("model blob labels are not UTF-8")
+        # the int32 proof, from the weights stored (docs/arithmetic.md, "Why nothing overflows int32")
+        C, H, K = self.n_inputs, self.hidden, self.n_classes
+        for k in range(self.n_layers):
+            try:
+                bx, mx, sx = self.ints(b"BX__", 4 * H, k), self.ints(b"MX__", 4 * H, k), self.ints(b"SX__", 4 * H, k)
+                mh, sh = self.ints(b"MH__", 4 * H, k), self.ints(b"SH__", 4 * H, k)
+                wx = self.section(b"WX__", 4 * H * (C if k == 0 else H), k)[0]
+                wh = self.section(b"WH__", 4 * H * H, k)[0]
+            except BlobError:
+                continue  # missing or miscounted: the layout names it
+            width = C if k == 0 else H
+            for r in range(4 * H):
+                if not (self._fits(abs(bx[r]) + 128 * self._abs_sum(wx + r * width, width), mx[r], sx[r])
+                        and self._fits(128 * self._abs_sum(wh + r * H, H), mh[r], sh[r])):
+                    raise BlobError("model blob layer %d: a gate's rescaling can overflow int32" % k)
+        try:
+            bd, md, sd = self.ints(b"BD__", K), self.ints(b"MD__", K), self.ints(b"SD__", K)
+            wd = self.section(b"WD__", K * H)[0]
+        except BlobError:
+            bd = ()
+        for r in range(len(bd)):
+            if not self._fits(abs(bd[r]) + 128 * self._abs_sum(wd + r * H, H), md[r], sd[r]):
+                raise BlobError("model blob head: a class's rescaling can overflow int32")
+        try:
+            im, ib = self.ints(b"INMU", C), self.ints(b"INBI", C)
+        except BlobError:
+            im = ()
+        for c in range(len(im)):
+            if 32768 * im[c] + abs(ib[c]) > INT32_MAX:
+                raise BlobError("model blob input quantization can overflow int32")
+
+    @staticmethod
+    def _fits(bound, mult, shift):
+        return bound * mult + (1 << (shift - 1)) <= INT32_MAX
+
+    def _abs_sum(self, offset, n):
+        """sum |w| over n int8 weights at offset (load time only)."""
+        data = self.data
+        total = 0
+        for i in range(offset, offset + n):
+            v = data[i]
+            total += 256 - v if v > 127 else v
+        return total
 
     def section(self, tag, count, layer=NO_LAYER):
         """(byte offset, element size) of a required section with `count` elements."""
@@ -103,6 +204,15 @@ class Blob:
         if len(names) != self.n_classes:
             raise BlobError("model blob names %d labels for %d classes" % (len(names), self.n_classes))
         return names
+
+
+def expect_task(b, task):
+    """Refuse a classifier blob where an anomaly one is expected, and vice versa."""
+    if b.task != task:
+        raise BlobError("this is %s model blob; %s model is expected here" % (
+            "an anomaly" if b.task == "anomaly" else "a classifier",
+            "an anomaly" if task == "anomaly" else "a classifier"))
+    return b
 
 
 def load(path):

@@ -9,6 +9,12 @@
 #     IN:  int32 N, C, window, hop, continuous, raw; then int8 x [N, C], or
 #          int16 raw readings [N, C] when raw is 1 (quantized on the device)
 #     OUT: per decision: int32 sample index, class, score, logits [K]
+#   micropython evalfile.py frontend MODEL IN OUT
+#     IN:  int32 N, chunk; int16 samples [N], fed `chunk` at a time
+#     OUT: int16 features [frames, bands], one row per frame the front-end completes
+#   micropython evalfile.py anomaly MODEL IN OUT
+#     IN:  as stream (window, hop, continuous unused: the blob holds the window)
+#     OUT: per sample: int32 score, event (0 none, 1 onset, 2 end)
 import struct
 import sys
 
@@ -65,12 +71,58 @@ def stream(model, src, out):
             out.write(struct.pack("<%di" % model.n_classes, *logits))
 
 
+def anomaly(model, src, out):
+    from anomaly import Anomaly
+
+    total, channels, _, _, _, raw = _ints(src, 6)
+    c = cell.Cell(model)
+    a = Anomaly(c, model)
+    size = 2 if raw else 1
+    for t in range(total):
+        sample = src.read(channels * size)
+        if raw:
+            for ch in range(channels):
+                c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
+            c.quantize(c.raw)
+        else:
+            for ch in range(channels):
+                c.x[ch] = sample[ch] ^ 0x80
+        event = a.push()
+        out.write(struct.pack("<2i", a.score, event))
+
+
+def frontend(model_path, src, out):
+    import array
+
+    from frontend import Frontend
+
+    fe = Frontend(blob.load(model_path))
+    total, chunk = _ints(src, 2)
+    feats = array.array("h", [0] * fe.bands)
+    done = 0
+    while done < total:
+        n = min(chunk, total - done)
+        buf = array.array("h", src.read(2 * n))
+        i = 0
+        while i < n:
+            i = fe.feed(buf, i, n)
+            if fe.due():
+                fe.compute(feats)
+                out.write(feats)
+        done += n
+
+
 def main(argv):
     mode, model_path, in_path, out_path = argv[1:5]
+    if mode == "frontend":
+        with open(in_path, "rb") as src, open(out_path, "wb") as out:
+            return frontend(model_path, src, out)
     model = BoardModel(blob.load(model_path))
     with open(in_path, "rb") as src, open(out_path, "wb") as out:
         if mode == "windows":
             windows(model, src, out, len(argv) > 5 and argv[5] == "trace")
+        elif mode == "anomaly":
+            anomaly(model, src, out)
         else:
             stream(model, src, out)
 

@@ -84,24 +84,8 @@ def matvec_viper(px: int, pw: int, out: int, shape: int):
         r += 1
 
 
-def _pick_matvec():
-    """ARM boards run the Thumb kernel (4 instructions per MAC against viper's
-    ~12); other ports, or an ARM firmware without the inline assembler, viper."""
-    arch = (getattr(sys.implementation, "_mpy", 0) >> 10) & 0x0F
-    if 3 <= arch <= 8:  # armv6 .. armv7emdp (py/persistentcode.h)
-        try:
-            from kernel_thumb import matvec  # pyright: ignore[reportMissingImports]
-            return matvec, "thumb"
-        except (ImportError, SyntaxError):  # not flashed, or no asm_thumb in this firmware
-            pass
-    return matvec_viper, "viper"
-
-
-matvec, KERNEL = _pick_matvec()
-
-
 @micropython.viper
-def lstm_update(arena: ptr8, meta: ptr32, st: int, x: int):
+def lstm_update_viper(arena: ptr8, meta: ptr32, st: int, x: int):
     # Gate pre-activations from the two matvecs, then c and h of every unit.
     a16 = ptr16(arena)
     a32 = ptr32(arena)
@@ -236,3 +220,19 @@ def quantize_inputs(arena: ptr8, meta: ptr32, raw: ptr16, x: ptr8):
         x[c] = v + 128
         w += 6
         c += 1
+
+
+def _pick():
+    """ARM boards run the Thumb kernels (kernel_thumb.py: ~3x fewer cycles per
+    timestep); other ports, or an ARM firmware without the inline assembler, viper."""
+    arch = (getattr(sys.implementation, "_mpy", 0) >> 10) & 0x0F
+    if 3 <= arch <= 8:  # armv6 .. armv7emdp (py/persistentcode.h)
+        try:
+            import kernel_thumb  # pyright: ignore[reportMissingImports]
+            return kernel_thumb.matvec, kernel_thumb.lstm_update, "thumb"
+        except (ImportError, SyntaxError, ValueError):  # not flashed, no asm_thumb, or an .mpy this firmware cannot load
+            pass
+    return matvec_viper, lstm_update_viper, "viper"
+
+
+matvec, lstm_update, KERNEL = _pick()

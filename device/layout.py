@@ -33,6 +33,10 @@ class BoardModel:
             raise ValueError("model too wide for the int32 proof of the +128 encoding")
         self.n_inputs, self.hidden, self.n_classes, self.n_layers = C, H, K, L
         self.labels = b.labels()
+        self.task = b.task  # classify | anomaly
+        if b.task == "anomaly":  # the scorer's constants (anomaly.py)
+            self.anomaly_params = b.ints(b"ANPR", 4)
+            self.anomaly_weights = b.ints(b"ANWT", C)
         self.crc = b.crc
         self.out_frac = b.out_frac
         self.lut_shift = b.lut_shift
@@ -64,7 +68,9 @@ class BoardModel:
             c_off.append(st)
             st += _align4(2 * H)
         dx, dh, z = st, st + 16 * H, st + 32 * H
-        st += 32 * H + _align4(8 * H)
+        # scratch: the gates' dot products and pre-activations (40 H bytes), which the
+        # head reuses for its K int32 dot products: sized for whichever is larger
+        st += max(32 * H + _align4(8 * H), 4 * K)
         self.state_bytes = st
         self.hu_offsets = hu_off
         fresh = bytearray(st)  # a reset state: h = 0 (stored 128, padding too), c = 0

@@ -4,12 +4,15 @@
 # over "<kind> <json>". The prefix and the CRC let the host tell a message from
 # stray REPL output, and a corrupted line from a good one.
 # Host -> board: "s <v1> <v2> ...\n", one sample of raw int16 readings, or
-# "c <json>\n", a command.
+# "c <json>\n", a command; or, for audio-rate samples text cannot keep up with, a
+# binary frame: FRAME_SYNC, u16 n (1..512), n int16 samples (all little-endian),
+# u32 CRC-32 of the length and samples. The sync byte never starts a text line.
 import json
 
 from blob import crc32
 
 PREFIX = "EA1 "
+FRAME_SYNC = 0xA5
 
 
 def dumps(payload):

@@ -13,6 +13,10 @@ import struct
 import time
 
 DISCONNECTED, CONNECTING, WAIT_CONNACK, CONNECTED = 0, 1, 2, 3
+# The largest incoming packet kept: CONNACK, PUBACK, SUBACK and a homeassistant/status
+# PUBLISH are far smaller. A larger one (any client allowed to publish to a topic
+# we subscribe to can send megabytes) is read through and discarded, never held.
+MAX_PACKET = 1024
 
 
 def _str(s):
@@ -49,6 +53,8 @@ class MQTTClient:
         self.state = DISCONNECTED
         self.sock = None
         self.rx = b""
+        self.skip = 0  # bytes of an oversize packet still to read through
+        self.oversize = 0  # packets discarded for their size
         self.pid = 0
         self.backoff = 1000
         self.next_try = time.ticks_ms()
@@ -87,7 +93,7 @@ class MQTTClient:
                 if self.state == CONNECTED:
                     self._send_queued()
                     self._keepalive()
-        except OSError as exc:
+        except Exception as exc:  # OSError, a malformed packet, MemoryError: reconnect, never die
             self._lost(exc)
 
     # ---- connection ------------------------------------------------------------------
@@ -189,30 +195,66 @@ class MQTTClient:
                 break
             if not chunk:
                 raise OSError(errno.ECONNRESET)  # the broker closed the connection
-            self.rx += chunk
             self.last_rx = time.ticks_ms()
-        while True:
-            packet = self._next_packet()
-            if packet is None:
-                break
-            self._handle(*packet)
+            if self.skip:  # inside an oversize packet: read through it
+                n = min(self.skip, len(chunk))
+                self.skip -= n
+                if n == len(chunk):
+                    continue
+                chunk = chunk[n:]
+            self.rx += chunk
+            self._dispatch()  # every chunk: what waits in rx is at most one packet's start
+        self._dispatch()
         if self.state == WAIT_CONNACK and time.ticks_diff(time.ticks_ms(), self.last_rx) > 5000:
             raise OSError(errno.ETIMEDOUT)
 
-    def _next_packet(self):
-        rx = self.rx
+    def _dispatch(self):
+        while True:
+            packet = self._next_packet()
+            if packet is None:
+                return
+            self._handle(*packet)
+
+    def _header(self, rx):
+        """(header bytes, remaining length) of the packet at the front of rx, or None."""
         if len(rx) < 2:
             return None
         n, shift, i = 0, 0, 1
         while True:
             if i >= len(rx):
                 return None
+            if i > 4:
+                raise ValueError("malformed remaining length")
             byte = rx[i]
             n |= (byte & 0x7F) << shift
             shift += 7
             i += 1
             if not byte & 0x80:
-                break
+                return i, n
+
+    def _drop_oversize(self):
+        """Discard every packet at the front of rx longer than MAX_PACKET."""
+        while True:
+            head = self._header(self.rx)
+            if head is None or head[1] <= MAX_PACKET:
+                return
+            i, n = head
+            have = len(self.rx) - i
+            self.oversize += 1
+            if have >= n:
+                self.rx = self.rx[i + n:]
+            else:
+                self.skip = n - have
+                self.rx = b""
+                return
+
+    def _next_packet(self):
+        self._drop_oversize()
+        head = self._header(self.rx)
+        if head is None:
+            return None
+        i, n = head
+        rx = self.rx
         if len(rx) < i + n:
             return None
         self.rx = rx[i + n:]

@@ -45,11 +45,11 @@ class Fanout(Publisher):
         return sum(p.pending() for p in self.publishers)
 
 
-def make(cfg, device_id, labels, boot):
+def make(cfg, device_id, labels, boot, anomaly=False):
     pubs = []  # type: list[Publisher]
     pubs.append(SerialPublisher())
     if cfg.get("kind") == "mqtt":
-        pubs.append(MQTTPublisher(cfg, device_id, labels, boot))
+        pubs.append(MQTTPublisher(cfg, device_id, labels, boot, anomaly))
     return Fanout(pubs)
 
 
@@ -71,9 +71,10 @@ class MQTTPublisher(Publisher):
     """Detections, status and metrics on MQTT (topics: docs/mqtt.md), with Home
     Assistant discovery sent on every connect and when Home Assistant says online."""
 
-    def __init__(self, cfg, device_id, labels, boot):
+    def __init__(self, cfg, device_id, labels, boot, anomaly=False):
         from mqtt import MQTTClient
 
+        self.anomaly = anomaly  # an anomaly model: its discovery is a binary sensor
         self.prefix = "%s/%s" % (cfg.get("topic_prefix", "edge"), device_id)
         self.device_id = device_id
         self.labels = labels
@@ -89,12 +90,12 @@ class MQTTPublisher(Publisher):
         # status and discovery go ahead of anything queued while offline
         c = self.client
         c.queue.insert(0, (self.prefix + "/status", "online", 1, True, False))
-        for topic, payload in discovery(self.prefix, self.device_id, self.labels):
+        for topic, payload in discovery(self.prefix, self.device_id, self.labels, self.anomaly):
             c.queue.insert(1, (topic, payload, 1, True, False))
 
     def _message(self, topic, payload):
         if topic == "homeassistant/status" and payload == b"online":
-            for topic, payload in discovery(self.prefix, self.device_id, self.labels):
+            for topic, payload in discovery(self.prefix, self.device_id, self.labels, self.anomaly):
                 self.client.publish(topic, payload, 1, True)
 
     def publish(self, kind, payload):
@@ -107,6 +108,12 @@ class MQTTPublisher(Publisher):
             c.publish(self.prefix + "/detection", dumps({
                 "seq": payload["seq"], "boot": self.boot, "t": payload["t_ms"] / 1000,
                 "class": payload["class"], "label": payload["label"], "score": payload["score"]}), 1)
+        elif kind == "anom":
+            end = payload["end_ms"]
+            c.publish(self.prefix + "/anomaly", dumps({
+                "seq": payload["seq"], "boot": self.boot, "t": payload["t_ms"] / 1000, "event": payload["event"],
+                "score": payload["score"], "level": payload["level"], "threshold": payload["threshold"],
+                "onset": payload["onset_ms"] / 1000, "end": None if end is None else end / 1000}), 1)
         elif kind == "status":
             metrics = dict(payload)
             metrics["boot"] = self.boot
@@ -124,10 +131,11 @@ class MQTTPublisher(Publisher):
         return self.client.pending()
 
 
-def discovery(prefix, device_id, labels):
+def discovery(prefix, device_id, labels, anomaly=False):
     """Home Assistant MQTT discovery: an event entity (one event type per label)
-    and a score sensor, both available while the status topic says online.
-    Host twin: edge_agent/mqtt.py discovery()."""
+    and a score sensor, both available while the status topic says online; for
+    an anomaly model a binary sensor (on from onset to end) and its score.
+    Host twin: edge_agent/mqtt/client.py discovery()."""
     import json
 
     device = {"identifiers": ["edge-agent-" + device_id], "name": device_id,
@@ -142,5 +150,16 @@ def discovery(prefix, device_id, labels):
              "value_template": "{{ value_json.score }}", "state_class": "measurement", "device": device}
     event.update(avail)
     score.update(avail)
+    if anomaly:
+        flag = {"name": "Anomaly", "unique_id": device_id + "-anomaly", "state_topic": prefix + "/anomaly",
+                "value_template": "{{ 'ON' if value_json.event == 'onset' else 'OFF' }}",
+                "device_class": "problem", "device": device}
+        level = {"name": "Anomaly score", "unique_id": device_id + "-anomaly-score",
+                 "state_topic": prefix + "/anomaly", "value_template": "{{ value_json.score }}",
+                 "state_class": "measurement", "device": device}
+        flag.update(avail)
+        level.update(avail)
+        return [("homeassistant/binary_sensor/%s/anomaly/config" % device_id, json.dumps(flag)),
+                ("homeassistant/sensor/%s/anomaly_score/config" % device_id, json.dumps(level))]
     return [("homeassistant/event/%s/detection/config" % device_id, json.dumps(event)),
             ("homeassistant/sensor/%s/score/config" % device_id, json.dumps(score))]

@@ -77,3 +77,45 @@ def decide(model, logits):
         total += lo + (((table[i + 1] - lo) * (u & ((1 << ls) - 1)) + (1 << (ls - 1))) >> ls)
     score = ((1 << 30) + total // 2) // total
     return k_top, score if score < 32767 else 32767
+
+
+class Smoother:
+    """Posterior smoothing and a refractory period over the per-window decisions,
+    so one spoken keyword gives one detection (host twin: reference/stream.py
+    smooth_detections). The smoothed score of the current class is the sum of the
+    scores the last `n` decisions gave that class, // n; a detection needs it at or
+    above the class threshold and no detection in the last `refractory` decisions.
+    n = 1 and refractory = 0: every decision stands alone (windowed use)."""
+
+    def __init__(self, n, refractory, thresholds):
+        self.n = n
+        self.refractory = refractory
+        self.thresholds = thresholds
+        self.classes = [0] * n  # the last n decisions, a ring (-1: none yet)
+        self.scores = [0] * n
+        self.reset()
+
+    def reset(self):
+        for i in range(self.n):
+            self.classes[i] = -1
+            self.scores[i] = 0
+        self.at = 0
+        self.quiet = 0  # decisions left in the refractory period
+
+    def push(self, k, score):
+        """The smoothed score to publish for class k, or -1 for no detection."""
+        self.classes[self.at] = k
+        self.scores[self.at] = score
+        self.at = self.at + 1 if self.at + 1 < self.n else 0
+        total = 0
+        for i in range(self.n):
+            if self.classes[i] == k:
+                total += self.scores[i]
+        total //= self.n
+        if self.quiet > 0:
+            self.quiet -= 1
+            return -1
+        if total < self.thresholds[k]:
+            return -1
+        self.quiet = self.refractory
+        return total

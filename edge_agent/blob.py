@@ -10,11 +10,15 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import UserError
 from .fileio import write_bytes_atomic
+
+if TYPE_CHECKING:
+    from .reference.frontend import FrontendParams
 
 MAGIC = b"EAQM"
 VERSION = 1
@@ -66,6 +70,21 @@ class QuantHead:
     out_frac: int
 
 
+HEAD_KINDS = ("classify", "anomaly")  # header byte 21: 0 classifier, 1 anomaly (docs/format.md)
+
+
+@dataclass
+class AnomalyHead:
+    """The anomaly head's scoring constants (docs/arithmetic.md, "Anomaly score");
+    the dense head then predicts the next frame, one row per input channel."""
+
+    weights: np.ndarray  # i32 [C]: per-channel error weight, Q.6
+    threshold: int  # smoothed score at or above which an anomaly starts
+    smooth_shift: int  # EMA factor 2**-smooth_shift (0..10)
+    window: int  # the state is reset every `window` steps
+    warmup: int  # predictions from fewer steps of a window are not scored
+
+
 @dataclass
 class QuantModel:
     inputs: InputQuant
@@ -77,6 +96,12 @@ class QuantModel:
     lut_shift: int
     class_names: list[str]
     fingerprint: bytes = b""  # of the float model it came from (FloatModel.fingerprint)
+    anomaly: AnomalyHead | None = None  # None: a classifier
+    frontend: FrontendParams | None = None  # None: the model is fed sensor readings (no front-end)
+
+    @property
+    def task(self) -> str:
+        return "classify" if self.anomaly is None else "anomaly"
 
     @property
     def n_inputs(self) -> int:
@@ -119,6 +144,19 @@ def _sections(model: QuantModel):
     yield b"SD__", NO_LAYER, model.head.s.astype(np.uint8)
     yield b"NAME", NO_LAYER, "\n".join(model.class_names).encode("utf-8")
     yield b"FPRT", NO_LAYER, model.fingerprint
+    if model.anomaly is not None:
+        a = model.anomaly
+        yield b"ANWT", NO_LAYER, a.weights.astype(np.int32)
+        yield b"ANPR", NO_LAYER, np.array([a.threshold, a.smooth_shift, a.window, a.warmup], np.int32)
+    if model.frontend is not None:  # docs/format.md, "Front-end sections"
+        fe = model.frontend
+        yield b"FEPR", NO_LAYER, np.array(fe.ints(), np.int32)
+        yield b"FEWN", NO_LAYER, fe.window.astype(np.int16)
+        yield b"FECS", NO_LAYER, fe.cos.astype(np.int16)
+        yield b"FESN", NO_LAYER, fe.sin.astype(np.int16)
+        yield b"FESL", NO_LAYER, fe.slot.astype(np.uint8)
+        yield b"FEWT", NO_LAYER, fe.weight.astype(np.int16)
+        yield b"FELG", NO_LAYER, fe.log.astype(np.int16)
 
 
 def _pad(n: int) -> int:
@@ -141,7 +179,7 @@ def pack(model: QuantModel) -> bytes:
     total = offset + 4
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, model.n_inputs, model.hidden,
                          model.n_classes, len(model.layers), model.lut_shift,
-                         model.head.out_frac, 0, len(sections), HEADER.size, 0)
+                         model.head.out_frac, HEAD_KINDS.index(model.task), len(sections), HEADER.size, 0)
     blob = header + b"".join(directory) + bytes(body)
     return blob + struct.pack("<I", zlib.crc32(blob))
 
@@ -174,10 +212,86 @@ def check(blob: bytes) -> tuple:
     return fields
 
 
+# ---- limits: docs/format.md "Limits", checked the same way by device/blob.py ------
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+F32_POSITIVE = "f32+"  # a finite float32 above zero
+# header field -> (lo, hi)
+HEADER_LIMITS = {"C": (1, 2048), "H": (1, 2048), "K": (1, 4096), "L": (1, 3), "lut_shift": (1, 15),
+                 "out_frac": (0, 30)}
+# tag -> (element type, per layer, lo, hi); lo/hi None: any value of the type
+LIMITS = {
+    b"INRU": (5, False, F32_POSITIVE, None), b"INMU": (4, False, 1, INT32_MAX),
+    b"INBI": (4, False, None, None), b"INSH": (2, False, 1, 30), b"INSC": (5, False, F32_POSITIVE, None),
+    b"INZP": (4, False, None, None),  # asymmetric: a range not holding 0 puts it past int8
+    b"SIGM": (3, False, -32767, 32767), b"TANH": (3, False, -32767, 32767), b"EXPN": (3, False, -32767, 32767),
+    b"WX__": (1, True, None, None), b"WH__": (1, True, None, None), b"BX__": (4, True, None, None),
+    b"MX__": (4, True, 1, INT32_MAX), b"SX__": (2, True, 1, 30), b"MH__": (4, True, 1, INT32_MAX),
+    b"SH__": (2, True, 1, 30), b"CFRC": (2, True, 0, 15),
+    b"WD__": (1, False, None, None), b"BD__": (4, False, None, None), b"MD__": (4, False, 1, INT32_MAX),
+    b"SD__": (2, False, 1, 30),
+    b"NAME": (6, False, None, None), b"FPRT": (6, False, None, None),
+}
+CODE_OF = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
+           np.dtype(np.float32): 5}
+
+
+def _fits_int32(bound: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> bool:
+    """docs/arithmetic.md, "Why nothing overflows int32": bound * M + 2^(S-1) <= 2^31 - 1 per row."""
+    need = [int(b) * int(m) + (1 << (int(s) - 1)) for b, m, s in zip(bound, mult, shift)]
+    return max(need, default=0) <= INT32_MAX
+
+
+def check_limits(fields: tuple, sections: dict) -> None:
+    """Every documented range and type (docs/format.md, "Limits"), before anything is used."""
+    n_in, hidden, n_cls, n_layers, lut_shift, out_frac = fields[4:10]
+    for (name, (lo, hi)), value in zip(HEADER_LIMITS.items(), (n_in, hidden, n_cls, n_layers, lut_shift, out_frac)):
+        if not lo <= value <= hi:
+            raise BlobError(f"model blob header {name} = {value} is outside {lo}..{hi}")
+    for (tag, layer), value in sections.items():
+        limit = LIMITS.get(tag)
+        if limit is None or (limit[1] and layer >= n_layers) or (not limit[1] and layer != NO_LAYER):
+            continue  # unknown, or not one this model uses: skipped
+        code, _, lo, hi = limit
+        where = f"{tag.decode(errors='replace')}" + (f" of layer {layer}" if limit[1] else "")
+        got = UTF8 if isinstance(value, bytes) else CODE_OF.get(value.dtype)
+        if got != code:
+            raise BlobError(f"model blob section {where} has element type {got}, expected {code}")
+        if lo == F32_POSITIVE:
+            if not np.all(np.isfinite(value) & (value > 0)):
+                raise BlobError(f"model blob section {where} holds a value that is not a finite positive number")
+        elif lo is not None and value.size and (int(value.min()) < lo or int(value.max()) > hi):
+            raise BlobError(f"model blob section {where} holds a value outside {lo}..{hi}")
+    # the int32 proof, from the weights stored (the reference checks it again as it runs)
+    abs_sum = lambda w, rows: np.abs(w.astype(np.int64)).reshape(rows, -1).sum(axis=1)
+    for k in range(n_layers):
+        rows = 4 * hidden
+        width = {b"WX__": n_in if k == 0 else hidden, b"WH__": hidden}
+        sec = {t: sections.get((t, k)) for t in (b"WX__", b"WH__", b"BX__", b"MX__", b"SX__", b"MH__", b"SH__")}
+        if any(v is None or v.size != rows * width.get(t, 1) for t, v in sec.items()):
+            continue  # missing or miscounted: unpack names it
+        bound_x = np.abs(sec[b"BX__"].astype(np.int64)) + 128 * abs_sum(sec[b"WX__"], rows)
+        bound_h = 128 * abs_sum(sec[b"WH__"], rows)
+        if not (_fits_int32(bound_x, sec[b"MX__"], sec[b"SX__"]) and _fits_int32(bound_h, sec[b"MH__"], sec[b"SH__"])):
+            raise BlobError(f"model blob layer {k}: a gate's rescaling can overflow int32")
+    head = [sections.get((t, NO_LAYER)) for t in (b"WD__", b"BD__", b"MD__", b"SD__")]
+    if all(v is not None for v in head) and head[0].size == n_cls * hidden and \
+            all(v.size == n_cls for v in head[1:]):
+        bound = np.abs(head[1].astype(np.int64)) + 128 * abs_sum(head[0], n_cls)
+        if not _fits_int32(bound, head[2], head[3]):
+            raise BlobError("model blob head: a class's rescaling can overflow int32")
+    inputs = [sections.get((t, NO_LAYER)) for t in (b"INMU", b"INBI")]
+    if all(v is not None and v.size == n_in for v in inputs):
+        if int((32768 * inputs[0].astype(np.int64) + np.abs(inputs[1].astype(np.int64))).max()) > INT32_MAX:
+            raise BlobError("model blob input quantization can overflow int32")
+
+
 def unpack(blob: bytes) -> QuantModel:
     fields = check(blob)
-    (_, _, _, total, n_in, hidden, n_cls, n_layers, lut_shift, out_frac, _,
+    (_, _, _, total, n_in, hidden, n_cls, n_layers, lut_shift, out_frac, head_kind,
      n_sections, dir_offset, _) = fields
+    if head_kind >= len(HEAD_KINDS):
+        raise BlobError(f"model blob head kind {head_kind} is unknown (0 classifier, 1 anomaly)")
     sections: dict[tuple[bytes, int], object] = {}
     for i in range(n_sections):
         pos = dir_offset + i * ENTRY.size
@@ -193,6 +307,8 @@ def unpack(blob: bytes) -> QuantModel:
         raw = blob[offset:end]
         sections[(tag, layer)] = bytes(raw) if code == UTF8 else \
             np.frombuffer(raw, dtype=dtype).astype(dtype.newbyteorder("="))
+
+    check_limits(fields, sections)
 
     def get(tag: bytes, shape: tuple, layer: int = NO_LAYER) -> np.ndarray:
         value = sections.get((tag, layer))
@@ -224,9 +340,53 @@ def unpack(blob: bytes) -> QuantModel:
     labels = names.split("\n") if names else [str(k) for k in range(n_cls)]
     if len(labels) != n_cls:
         raise BlobError(f"model blob names {len(labels)} labels for {n_cls} classes")
+    anomaly = None
+    if HEAD_KINDS[head_kind] == "anomaly":
+        if n_cls != n_in:
+            raise BlobError(f"model blob anomaly head predicts {n_cls} values for {n_in} input channels")
+        threshold, shift, window, warmup = (int(v) for v in get(b"ANPR", (4,)))
+        if not (0 <= shift <= 10 and 1 <= warmup <= window and threshold >= 0):
+            raise BlobError("model blob anomaly parameters are out of range")
+        weights = get(b"ANWT", (n_in,))
+        if weights.min() < 0 or weights.max() > 255:
+            raise BlobError("model blob anomaly weights are out of range (0..255)")
+        anomaly = AnomalyHead(weights, threshold, shift, window, warmup)
+    frontend = _frontend(get, sections, n_in) if (b"FEPR", NO_LAYER) in sections else None
     return QuantModel(inputs, layers, head, get(b"SIGM", (n_table,)), get(b"TANH", (n_table,)),
                       get(b"EXPN", (n_table,)), lut_shift, labels,
-                      sections.get((b"FPRT", NO_LAYER), b""))
+                      sections.get((b"FPRT", NO_LAYER), b""), anomaly, frontend)
+
+
+def _frontend(get, sections, n_in: int):
+    """The front-end sections (docs/format.md), checked as the board checks them."""
+    from .reference.frontend import FRAMES, SKIP, from_ints
+
+    values = get(b"FEPR", (9,))
+    version, frame, bands = int(values[0]), int(values[3]), int(values[5])
+    if version != 1:
+        raise BlobError(f"model blob front-end version {version} is not supported (this tool reads 1)")
+    if frame not in FRAMES:
+        raise BlobError(f"model blob front-end frame {frame} is not a power of two in 64..1024")
+    if bands != n_in:
+        raise BlobError(f"model blob front-end has {bands} bands, the model takes {n_in} inputs")
+    bins = frame // 2 + 1
+    slot = get(b"FESL", (bins,))
+    weight = get(b"FEWT", (bins,))
+    if np.any((slot != SKIP) & (slot > bands)) or weight.min() < 0 or weight.max() > 1 << 14:
+        raise BlobError("model blob front-end filterbank is out of range")
+    try:
+        return from_ints(values, get(b"FEWN", (frame,)), get(b"FECS", (bins,)), get(b"FESN", (bins,)),
+                         slot, weight, get(b"FELG", (128,)))
+    except (ValueError, UserError) as exc:
+        raise BlobError(f"model blob front-end: {exc}") from None
+
+
+def expect_task(model: QuantModel, task: str, path) -> QuantModel:
+    """Refuse a classifier blob where an anomaly one is expected, and vice versa."""
+    if model.task != task:
+        raise BlobError(f"{path}: this is {'an anomaly' if model.task == 'anomaly' else 'a classifier'} "
+                        f"model blob; {'an anomaly' if task == 'anomaly' else 'a classifier'} model is expected here")
+    return model
 
 
 def read(path: str | Path) -> QuantModel:

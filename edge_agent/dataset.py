@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .reference.frontend import FrontendParams
 
 
 @dataclass
@@ -22,6 +26,8 @@ class Dataset:
     train: Split
     test: Split
     class_names: list[str] | None
+    frontend: "FrontendParams | None" = None  # WAV data: the front-end that made x from the clips
+    skipped: list[str] = field(default_factory=list)  # clips refused, one line each
 
 
 def _split(z, path: Path, name: str, channels: int | None) -> Split:
@@ -33,14 +39,20 @@ def _split(z, path: Path, name: str, channels: int | None) -> Split:
         raise UserError(f"{path}: X_{name} has shape {x.shape}, expected [n>0, T>0, C]")
     if channels is not None and x.shape[2] != channels:
         raise UserError(f"{path}: X_{name} has {x.shape[2]} channels, X_train has {channels}")
-    if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
-        raise UserError(f"{path}: X_{name} must be finite numbers")
+    if x.dtype.kind not in "biuf":  # complex would be truncated to its real part, text is not data
+        raise UserError(f"{path}: X_{name} holds {x.dtype} values, expected real numbers")
+    with np.errstate(over="ignore"):
+        x = x.astype(np.float32)  # checked after the cast: float64 1e300 is inf in float32
+    if not np.all(np.isfinite(x)):
+        raise UserError(f"{path}: X_{name} must be finite numbers within float32's range")
     if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
         raise UserError(f"{path}: y_{name} must be {x.shape[0]} integer labels, got {y.dtype} {y.shape}")
-    if y.min() < 0:
-        raise UserError(f"{path}: y_{name} holds a negative label")
+    if y.min() < 0 or y.max() >= 65536:
+        raise UserError(f"{path}: y_{name} holds a label outside 0..65535")
     lengths = z[f"lengths_{name}"] if f"lengths_{name}" in z.files else None
     if lengths is not None:
+        if lengths.dtype.kind not in "iu":
+            raise UserError(f"{path}: lengths_{name} must be integers")
         lengths = lengths.astype(np.int64)
         if lengths.shape != y.shape or lengths.min() < 1 or lengths.max() > x.shape[1]:
             raise UserError(f"{path}: lengths_{name} must be {len(y)} values in 1..{x.shape[1]}")
@@ -86,9 +98,113 @@ def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fr
     return Dataset(make(*parts["train"]), make(*parts["test"]), names)
 
 
-def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 50.0) -> Dataset:
-    """DATA: an .npz, or a folder of labelled CSV recordings cut by window/hop."""
+TEST_LIST = "testing_list.txt"
+TEST_PERCENT = 20  # without a testing_list.txt: speakers hashed into the test split
+
+
+def is_wav_folder(folder: Path) -> bool:
+    """The Speech Commands layout: label subfolders holding .wav clips."""
+    return folder.is_dir() and any(d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.wav"))
+                                   for d in folder.iterdir())
+
+
+def frontend_for(settings, wav: bool) -> "FrontendParams | None":
+    """The front-end config.yaml asks for; `auto`: mel for WAV data, none otherwise."""
+    from .reference.frontend import FrontendParams
+
+    fs = settings.frontend
+    kind = ("mel" if wav else "none") if fs.kind == "auto" else fs.kind
+    if kind == "none":
+        return None
+    return FrontendParams(kind, fs.rate_hz, fs.frame, fs.hop, fs.bands, fs.f_lo, fs.f_hi, fs.floor).build()
+
+
+def clip_features(clips: list[np.ndarray], frontend: "FrontendParams", seconds: float = 1.0) -> np.ndarray:
+    """Front-end features [n, T, B] of clips padded with zeros (or cut) to `seconds`."""
+    from .reference.frontend import features, frames_of
+
+    n = int(round(seconds * frontend.rate_hz))
+    padded = np.zeros((len(clips), n), np.int64)
+    for i, clip in enumerate(clips):
+        padded[i, :min(len(clip), n)] = clip[:n]
+    steps = len(frames_of(padded[0], frontend)) if len(clips) else 0
+    out = np.zeros((len(clips), steps, frontend.bands), np.float32)
+    for first in range(0, len(clips), 256):  # frames of 256 clips at a time bound the memory
+        chunk = padded[first:first + 256]
+        starts = np.arange(steps) * frontend.hop
+        frames = chunk[:, starts[:, None] + np.arange(frontend.frame)].reshape(-1, frontend.frame)
+        out[first:first + len(chunk)] = features(frames, frontend).reshape(len(chunk), steps, -1)
+    return out
+
+
+def from_wav_folder(folder: Path, frontend: "FrontendParams", progress=None) -> Dataset:
+    """One subfolder per label of WAV clips (16-bit PCM mono at the front-end's
+    rate), 1 s each (shorter clips padded with silence). The test split is the
+    clips testing_list.txt names, else the speakers (name before _nohash_) whose
+    hash falls in TEST_PERCENT. A clip that cannot be read is skipped and listed."""
+    import zlib
+
+    from .recording import read_wav
+
+    labels = sorted(d.name for d in folder.iterdir()
+                    if d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.wav")))
+    listed = None
+    if (folder / TEST_LIST).is_file():
+        try:
+            listed = {line.strip() for line in (folder / TEST_LIST).read_text(encoding="utf-8").splitlines()
+                      if line.strip()}
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{folder / TEST_LIST}: cannot read ({str(exc)[:120]})") from None
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    skipped = []
+    bar = None
+    if progress is None:
+        import sys
+
+        from tqdm import tqdm
+
+        total = sum(1 for label in labels for _ in (folder / label).glob("*.wav"))
+        # disable=None: no bar when stderr is not a terminal (logs, pipes, CI)
+        bar = tqdm(total=total, desc="read clips", unit="clip", file=sys.stderr, leave=False, disable=None)
+        progress = bar.update
+    for k, label in enumerate(labels):
+        for wav in sorted((folder / label).glob("*.wav")):
+            rel = f"{label}/{wav.name}"
+            try:
+                samples, _ = read_wav(wav, frontend.rate_hz)
+            except UserError as exc:
+                skipped.append(str(exc))
+                continue
+            if listed is not None:
+                test = rel in listed
+            else:
+                speaker = wav.name.split("_nohash_")[0]
+                test = zlib.crc32(speaker.encode()) % 100 < TEST_PERCENT
+            xs, ys = parts["test" if test else "train"]
+            xs.append(samples)
+            ys.append(k)
+            if progress is not None:
+                progress(1)
+    if bar is not None:
+        bar.close()
+    for split in ("train", "test"):
+        if not parts[split][0]:
+            raise UserError(f"{folder}: no readable {split} clips ({len(skipped)} skipped"
+                            + (f"; first: {skipped[0]}" if skipped else "") + ")")
+    make = lambda xs, ys: Split(clip_features(xs, frontend), np.array(ys, np.int64), None)
+    return Dataset(make(*parts["train"]), make(*parts["test"]), labels, frontend, skipped)
+
+
+def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 50.0,
+         frontend: "FrontendParams | None" = None) -> Dataset:
+    """DATA: an .npz, a folder of labelled CSV recordings cut by window/hop, or a
+    folder of WAV clips (one subfolder per label) through `frontend`."""
     path = Path(path)
+    if is_wav_folder(path):
+        if frontend is None:
+            raise UserError(f"{path}: WAV clips need a spectral front-end (a model blob with one; "
+                            "config.yaml frontend.kind other than none)")
+        return from_wav_folder(path, frontend)
     if path.is_dir():
         return from_recordings(path, window, hop, rate_hz)
     if not path.is_file():
@@ -98,9 +214,30 @@ def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 5
             train = _split(z, path, "train", None)
             test = _split(z, path, "test", train.x.shape[2])
             names = [str(s) for s in z["class_names"].tolist()] if "class_names" in z.files else None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: not a readable .npz data file ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz data file ({str(exc)[:120]})") from None
+    if names is not None and any(not n or "\n" in n or len(n) > 64 for n in names):
+        raise UserError(f"{path}: class_names must be 1 to 64 characters on one line each")
     top = int(max(train.y.max(), test.y.max()))
     if names is not None and top >= len(names):
         raise UserError(f"{path}: label {top} has no entry in class_names ({len(names)} names)")
     return Dataset(train, test, names)
+
+
+def write_synthetic(task: str, out: str | Path, n_train: int, n_test: int, seed: int = 0) -> str:
+    """`edge-agent dataset activity|vibration`: a synthetic task as a DATA .npz
+    (vibration: a folder of a machine's recordings, synthetic.write_machine_dataset)."""
+    from . import synthetic
+    from .fileio import atomic_open
+
+    if n_train < 1 or n_test < 1:
+        raise UserError("a data set needs at least one training and one test window")
+    if task == "activity":
+        arrays = synthetic.make_dataset(n_train, n_test, seed=seed)
+    elif task == "vibration":  # a rotating machine: recordings and fault windows in a folder
+        return synthetic.write_machine_dataset(out, n_train, n_test, seed)
+    else:
+        raise UserError(f"unknown synthetic task {task!r} (activity | vibration)")
+    with atomic_open(out, "wb") as fh:
+        np.savez(fh, **arrays)
+    return f"wrote {out}: {task}, {n_train} training and {n_test} test windows"

@@ -49,3 +49,36 @@ def report_png(path: str | Path, y, float_pred, int_pred, labels: list[str], gat
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=80)
     plt.close(fig)
+
+
+def anomaly_png(path: str | Path, dump: dict) -> None:
+    """evaluate --plot for an anomaly model: the int8 score over time, the stored
+    threshold, the labelled anomalous spans shaded and the alarms marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'edge-agent[plot]'") from None
+    from .evaluate import spans
+
+    step = np.arange(len(dump["score"]))
+    fig, ax = plt.subplots(figsize=(14, 4.5), layout="constrained")
+    for a, b in spans(dump["y"].astype(bool)):
+        ax.axvspan(a, b, color="tab:red", alpha=0.15, lw=0)
+    for a, b in spans(dump["active"].astype(bool)):
+        ax.axvspan(a, b, ymin=0, ymax=0.03, color="tab:red", lw=0)
+    ax.plot(step, dump["score"], lw=0.8, color="tab:blue", label="int8 score (board)")
+    threshold = int(dump["threshold"])
+    # the float score is in the int8 score's units (evaluate.float_anomaly_scores)
+    ax.plot(step, dump["float_score"], lw=0.6, color="tab:gray", alpha=0.7, label="float score")
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold}")
+    ax.set_xlabel("model step (shaded: labelled anomalous; red bar: alarm on)")
+    ax.set_ylabel("score")
+    ax.set_yscale("symlog", linthresh=max(threshold / 10, 1))
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper left")
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)

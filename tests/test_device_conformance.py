@@ -19,10 +19,11 @@ from edge_agent.reference.stream import decide, stream_decisions
 N_MODELS = 200
 
 
-def random_quant_model(seed: int):
-    """A random model, calibrated on quiet data so real inputs overdrive it."""
+def random_quant_model(seed: int, layers: int | None = None):
+    """A random model, calibrated on quiet data so real inputs overdrive it
+    (1 or 2 layers, or `layers`: the draw is the same either way)."""
     rng = np.random.default_rng(seed)
-    layers = int(rng.integers(1, 3))
+    layers = layers or int(rng.integers(1, 3))
     n_in, hidden, classes = int(rng.integers(1, 9)), int(rng.integers(1, 25)), int(rng.integers(2, 7))
     scale = float(rng.choice([0.1, 0.5, 2.0, 8.0]))  # 8.0 saturates gates and cells
 

@@ -62,8 +62,9 @@ def test_corrupt_model_refused_previous_kept(tmp_path, demo_paths):
 
 
 def test_stray_and_corrupt_lines_told_apart():
-    good = link.frame("det", {"seq": 1, "class": 2})
-    assert link.parse(good).payload == {"seq": 1, "class": 2}
+    det = {"seq": 1, "boot": "0badf00d", "t_ms": 40, "sample": 99, "class": 2, "label": "run", "score": 0.5}
+    good = link.frame("det", det)
+    assert link.parse(good).payload == det
     assert link.parse(">>> print('hi')\n") is None
     bad = good.replace('"seq": 1', '"seq": 7')
     with pytest.raises(link.CorruptLine):

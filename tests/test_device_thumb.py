@@ -35,6 +35,22 @@ def test_thumb_kernel_equals_numpy(kernel, rows, n):
         assert np.array_equal(kernel(w, x), w.astype(np.int64) @ x)
 
 
+def test_thumb_kernel_preserves_callee_saved_registers_and_sp(kernel):
+    """AAPCS: r4-r11 and SP come back as they went in (MicroPython's native code keeps
+    its own values there across the call); the kernel uses r4-r7 as scratch."""
+    from unicorn.arm_const import UC_ARM_REG_R4, UC_ARM_REG_SP
+
+    regs = [UC_ARM_REG_R4 + i for i in range(8)]  # r4..r11 are consecutive in unicorn's numbering
+    sentinels = [0x4A4A0004 + 0x01010000 * i for i in range(8)]
+    for reg, value in zip(regs, sentinels):
+        kernel.cpu.uc.reg_write(reg, value)
+    for rows, n in ((5, 24), (128, 40)):
+        w, x = _case(np.random.default_rng(rows), rows, n)
+        assert np.array_equal(kernel(w, x), w @ x)
+        assert [kernel.cpu.uc.reg_read(reg) for reg in regs] == sentinels
+        assert kernel.cpu.uc.reg_read(UC_ARM_REG_SP) == armv6m.RAM_BASE + armv6m.RAM_SIZE
+
+
 def test_thumb_kernel_writes_only_its_rows(kernel):
     """Every output row is written (the buffer starts as junk) and nothing past it."""
     w, x = _case(np.random.default_rng(1), 5, 24)
@@ -86,4 +102,4 @@ def test_flash_sends_the_thumb_kernel_to_arm_boards_only():
     assert "kernel_thumb.py" in runner_files("armv6m")
     assert "kernel_thumb.py" not in runner_files("xtensawin")
     assert "kernel_thumb.py" not in runner_files("x64")  # the virtual board
-    assert set(runner_files("armv6m")) - set(runner_files("xtensawin")) == {"kernel_thumb.py"}
+    assert set(runner_files("armv6m")) - set(runner_files("xtensawin")) == {"kernel_thumb.py", "frontend_thumb.py"}

@@ -5,12 +5,17 @@ import pytest
 from edge_agent.learn import model as fmodel
 from edge_agent.errors import UserError
 
-torch = pytest.importorskip("torch")
+try:  # only the tests marked needs_torch need it: the numpy ones run without
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch: pip install 'edge-agent[torch]'")
 
 
 from edge_agent.learn.torchnet import make as Net  # noqa: E402
 
 
+@needs_torch
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_forward_equals_torch(tmp_path, layers):
     torch.manual_seed(layers)
@@ -25,6 +30,7 @@ def test_forward_equals_torch(tmp_path, layers):
     np.testing.assert_allclose(fm.forward(x), want, atol=1e-5, rtol=0)
 
 
+@needs_torch
 def test_bare_state_dict_and_npz_round_trip(tmp_path):
     torch.manual_seed(0)
     net = Net(4, 8, 2, 2)
@@ -44,6 +50,7 @@ def test_bare_state_dict_and_npz_round_trip(tmp_path):
     Net(4, 8, 2, 2).load_state_dict(state)
 
 
+@needs_torch
 def test_head_found_after_lstm_with_other_names(tmp_path):
     state = {"encoder.rnn.weight_ih_l0": torch.randn(8, 3), "encoder.rnn.weight_hh_l0": torch.randn(8, 2),
              "encoder.rnn.bias_ih_l0": torch.randn(8), "encoder.rnn.bias_hh_l0": torch.randn(8),
@@ -53,6 +60,7 @@ def test_head_found_after_lstm_with_other_names(tmp_path):
     assert fm.n_classes == 4 and fm.hidden == 2 and fm.n_inputs == 3
 
 
+@needs_torch
 def test_refuses_unsafe_pickle(tmp_path):
     class Evil:
         def __reduce__(self):
@@ -62,6 +70,7 @@ def test_refuses_unsafe_pickle(tmp_path):
         fmodel.load_model(tmp_path / "evil.pt")
 
 
+@needs_torch
 def test_refuses_bidirectional(tmp_path):
     lstm = torch.nn.LSTM(3, 4, bidirectional=True)
     state = dict(lstm.state_dict(), **{"fc.weight": torch.randn(2, 4), "fc.bias": torch.randn(2)})
@@ -70,6 +79,7 @@ def test_refuses_bidirectional(tmp_path):
         fmodel.load_model(tmp_path / "bi.pt")
 
 
+@needs_torch
 def test_wrong_mean_shape_named(tmp_path):
     net = Net(4, 8, 1, 2)
     torch.save({"state_dict": net.state_dict(), "mean": torch.zeros(3)}, tmp_path / "m.pt")

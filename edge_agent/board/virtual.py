@@ -35,6 +35,7 @@ class VirtualBoard:
         except OSError as exc:
             raise UserError(f"{self.dir}: cannot use as the board's flash ({exc.strerror})") from None
         self.log = log or (lambda msg: None)
+        self.binary = binary()  # here, not in the board's thread: a missing interpreter is one clear line
         self.master, self.slave = pty.openpty()
         tty.setraw(self.slave)  # no echo, no line editing, no CR/LF rewriting
         self.port = os.ttyname(self.slave)
@@ -57,7 +58,7 @@ class VirtualBoard:
 
     def _spawn(self) -> subprocess.Popen:
         main = self.dir / "main.py"
-        args = [binary(), "-X", "heapsize=2M"]
+        args = [self.binary, "-X", "heapsize=2M"]
         if main.exists():
             args += ["-i", str(main)]  # run main.py, then the REPL (after Ctrl-C), like a board
         # HOME elsewhere: the REPL's history file must not land in the board's flash

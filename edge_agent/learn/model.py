@@ -70,6 +70,9 @@ class FloatModel:
     def validate(self) -> "FloatModel":
         if not 1 <= len(self.layers) <= 3:
             raise UserError(f"model has {len(self.layers)} LSTM layers; 1 to 3 are supported")
+        if self.hidden < 1 or self.n_classes < 1 or self.n_inputs < 1:
+            raise UserError(f"model has hidden {self.hidden}, {self.n_classes} classes and {self.n_inputs} "
+                            "inputs; each must be at least 1")
         h = self.hidden
         n_in = self.n_inputs
         for k, layer in enumerate(self.layers):
@@ -99,6 +102,8 @@ class FloatModel:
             raise UserError("std must be positive for every input channel")
         if self.class_names is not None and len(self.class_names) != self.n_classes:
             raise UserError(f"{len(self.class_names)} class names for {self.n_classes} classes")
+        if self.class_names is not None and any(not n or "\n" in n or len(n) > 64 for n in self.class_names):
+            raise UserError("class names must be 1 to 64 characters on one line each")
         for arr in self.arrays().values():
             if not np.all(np.isfinite(arr)):
                 raise UserError("model holds NaN or infinite values")
@@ -219,6 +224,10 @@ def from_state_dict(state: dict[str, np.ndarray], mean=None, std=None,
             prefix = m["prefix"]
         elif m["prefix"] != prefix:
             continue  # only the first LSTM module is the model
+        value = np.asarray(state[key])
+        if value.dtype.kind not in "biuf" or value.ndim != (1 if m["name"].startswith("bias") else 2):
+            raise UserError(f"{key[:80]}: expected a real {'vector' if m['name'].startswith('bias') else 'matrix'}, "
+                            f"got {value.dtype} of shape {value.shape}")
         found.setdefault(int(m["k"]), {})[m["name"]] = np.asarray(state[key], dtype=np.float64)
         last_lstm_pos = pos
     if not found:
@@ -237,7 +246,7 @@ def from_state_dict(state: dict[str, np.ndarray], mean=None, std=None,
     head_w = head_b = None
     for key in keys[last_lstm_pos + 1:] + keys[:last_lstm_pos]:
         value = np.asarray(state[key])
-        if key.endswith("weight") and value.ndim == 2 and value.shape[1] == hidden:
+        if key.endswith("weight") and value.ndim == 2 and value.shape[1] == hidden and value.dtype.kind in "biuf":
             head_w = value.astype(np.float64)
             bias_key = key[: -len("weight")] + "bias"
             head_b = (np.asarray(state[bias_key], dtype=np.float64) if bias_key in state
@@ -256,8 +265,8 @@ def load_npz(path: Path) -> FloatModel:
     try:
         with np.load(path, allow_pickle=False) as z:
             state = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise UserError(f"{path}: not a readable .npz model ({exc})") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise UserError(f"{path}: not a readable .npz model ({str(exc)[:120]})") from None
     names = state.pop("class_names", None)
     mean = state.pop("mean", None)
     std = state.pop("std", None)

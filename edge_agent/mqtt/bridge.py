@@ -128,6 +128,7 @@ class Bridge:
         self.prefix = prefix
         self.boot = ""
         self.labels: list[str] = []
+        self.anomaly = False  # the board runs an anomaly model (its ready message says): discovery differs
         self.window = window
         self.log = log or (lambda msg: None)
         self.inflight: dict[int, int] = {}  # paho mid -> queue row id
@@ -143,7 +144,7 @@ class Bridge:
     def _on_connect(self, client, flags, reason) -> None:
         client.publish(mqtt.topic(self.prefix, self.device_id, "status"), "online", 1, True)
         if self.labels:
-            for topic, payload in mqtt.discovery(self.prefix, self.device_id, self.labels):
+            for topic, payload in mqtt.discovery(self.prefix, self.device_id, self.labels, self.anomaly):
                 client.publish(topic, payload, 1, True)
         with self.lock:
             self.inflight.clear()  # unacknowledged rows are sent again
@@ -162,19 +163,30 @@ class Bridge:
         """Board messages -> MQTT messages, stored together in one transaction."""
         out = []
         for msg in messages:
-            if msg.kind == "ready":
-                self.boot = msg.payload.get("boot", self.boot)
-                self.labels = msg.payload.get("labels", self.labels)
-                out += [(t, p.encode(), 1, True) for t, p in mqtt.discovery(self.prefix, self.device_id, self.labels)]
-            message = mqtt.board_message(self.prefix, self.device_id, msg.payload.get("boot", self.boot),
-                                         msg.kind, msg.payload)
-            if message:
-                topic, payload, qos, retain = message
-                if msg.kind == "status":
-                    payload = json.dumps(dict(json.loads(payload), bridge=self.queue.counters()))
-                out.append((topic, payload.encode(), qos, retain))
+            try:
+                out += self._to_mqtt(msg)
+            except (KeyError, TypeError, ValueError):  # the reader checked the schema; belt and braces
+                self.log(f"skipped a malformed '{msg.kind[:10]}' message from the board")
         if out:
             self.queue.put(out)
+
+    def _to_mqtt(self, msg: link.Message) -> list:
+        """One board message as the MQTT messages it becomes."""
+        out = []
+        if msg.kind == "ready":
+            self.boot = msg.payload.get("boot", self.boot)
+            self.labels = msg.payload.get("labels", self.labels)
+            self.anomaly = msg.payload.get("task") == "anomaly"
+            out += [(t, p.encode(), 1, True)
+                    for t, p in mqtt.discovery(self.prefix, self.device_id, self.labels, self.anomaly)]
+        message = mqtt.board_message(self.prefix, self.device_id, msg.payload.get("boot", self.boot),
+                                     msg.kind, msg.payload)
+        if message:
+            topic, payload, qos, retain = message
+            if msg.kind == "status":
+                payload = json.dumps(dict(json.loads(payload), bridge=self.queue.counters()), allow_nan=False)
+            out.append((topic, payload.encode(), qos, retain))
+        return out
 
     def pump(self) -> int:
         """Forget acknowledged rows; publish queued ones while connected, up to
@@ -220,10 +232,11 @@ def run(port: str, bridge: Bridge, stop: threading.Event) -> None:
                 chunk = ser.read(ser.in_waiting or 1)
             except (serial.SerialException, OSError) as exc:
                 raise UserError(f"{port}: the board went away ({exc})") from None
-            corrupt = reader.corrupt
+            dropped = reader.dropped
             bridge.board_messages(reader.feed(chunk))
-            if reader.corrupt > corrupt:
-                bridge.log(f"dropped {reader.corrupt - corrupt} corrupt line(s) from the board")
+            if reader.dropped > dropped:
+                bridge.log(f"dropped {reader.dropped - dropped} corrupt, malformed or overlong line(s) "
+                           "from the board")
             bridge.pump()
     finally:
         ser.close()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from ..board import link
 from ..errors import UserError
 
 PASSWORD_ENV = "EDGE_AGENT_MQTT_PASSWORD"
@@ -34,20 +35,31 @@ class Target:
         return f"Target({self.host}:{self.port}, tls={self.tls}, user={self.username!r})"
 
 
+def _redacted(url: str) -> str:
+    """url for a message: no password, cut short."""
+    head, at, tail = url.rpartition("@")
+    if at:
+        url = head.split(":", 2)[0] + ("://" if "://" in head else "") + "***@" + tail if "://" in head \
+            else "***@" + tail
+    return url[:80]
+
+
 def target(url: str, username: str | None = None, password_file: str | None = None,
            ca_file: str | None = None, insecure: bool = False) -> Target:
     """mqtt://[user@]host[:port] or mqtts://...; the password comes from the
     file given, else $EDGE_AGENT_MQTT_PASSWORD (never from the URL or the command line)."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        parsed.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise UserError(f"--mqtt {_redacted(url)!r}: not a URL with a numeric port; "
+                        "expected mqtt://host[:port]") from None
     if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-        raise UserError(f"--mqtt {url!r}: expected mqtt://host[:port] or mqtts://host[:port]")
+        raise UserError(f"--mqtt {_redacted(url)!r}: expected mqtt://host[:port] or mqtts://host[:port]")
     if parsed.password:
         raise UserError("--mqtt: put no password in the URL; use $EDGE_AGENT_MQTT_PASSWORD or --password-file")
     tls = parsed.scheme == "mqtts" or ca_file is not None
-    try:
-        port = parsed.port or (8883 if tls else 1883)
-    except ValueError:
-        raise UserError(f"--mqtt {url!r}: the port is not a number") from None
+    port = parsed.port or (8883 if tls else 1883)
     password = None
     if password_file:
         try:
@@ -64,9 +76,10 @@ def topic(prefix: str, device_id: str, kind: str) -> str:
     return f"{prefix}/{device_id}/{kind}"
 
 
-def discovery(prefix: str, device_id: str, labels: list[str]) -> list[tuple[str, str]]:
+def discovery(prefix: str, device_id: str, labels: list[str], anomaly: bool = False) -> list[tuple[str, str]]:
     """Home Assistant discovery configs (retained); the board's twin is
-    device/publishers.py discovery(), and a test holds the two equal."""
+    device/publishers.py discovery(), and a test holds the two equal. An anomaly
+    model gets a binary sensor (on from onset to end) and its score instead."""
     base = f"{prefix}/{device_id}"
     device = {"identifiers": ["edge-agent-" + device_id], "name": device_id,
               "manufacturer": "edge-agent", "model": "LSTM detector"}
@@ -80,8 +93,67 @@ def discovery(prefix: str, device_id: str, labels: list[str]) -> list[tuple[str,
     score = {"name": "Score", "unique_id": device_id + "-score", "state_topic": base + "/detection",
              "value_template": "{{ value_json.score }}", "state_class": "measurement",
              "device": device, **avail}
+    if anomaly:
+        flag = {"name": "Anomaly", "unique_id": device_id + "-anomaly", "state_topic": base + "/anomaly",
+                "value_template": "{{ 'ON' if value_json.event == 'onset' else 'OFF' }}",
+                "device_class": "problem", "device": device, **avail}
+        level = {"name": "Anomaly score", "unique_id": device_id + "-anomaly-score",
+                 "state_topic": base + "/anomaly", "value_template": "{{ value_json.score }}",
+                 "state_class": "measurement", "device": device, **avail}
+        return [(f"homeassistant/binary_sensor/{device_id}/anomaly/config", json.dumps(flag)),
+                (f"homeassistant/sensor/{device_id}/anomaly_score/config", json.dumps(level))]
     return [(f"homeassistant/event/{device_id}/detection/config", json.dumps(event)),
             (f"homeassistant/sensor/{device_id}/score/config", json.dumps(score))]
+
+
+MAX_PAYLOAD = 65536  # bytes: a detection is ~100; anything far larger is not ours
+
+
+def _seconds(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e12
+
+
+DETECTION = {"seq": link.COUNT, "boot": link._text(64), "t": _seconds, "class": link.COUNT,
+             "label": link._text(), "score": link._number(0, 1)}
+
+
+def parse_detection(payload: bytes) -> dict:
+    """A detection payload (docs/mqtt.md) checked against its schema; ValueError if it breaks it."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"{len(payload)} bytes is too long for a detection")
+    det = link.loads(payload)
+    problem = link.schema_problem(det, DETECTION)
+    if problem:
+        raise ValueError(problem)
+    return det
+
+
+def _end(v):
+    return v is None or _seconds(v)
+
+
+ANOMALY = {"seq": link.COUNT, "boot": link._text(64), "t": _seconds, "event": link._text(8),
+           "score": _seconds, "level": link.COUNT, "threshold": link.COUNT, "onset": _seconds, "end": _end}
+
+
+def parse_anomaly(payload: bytes) -> dict:
+    """An anomaly event payload (docs/mqtt.md) checked against its schema; ValueError if it breaks it."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"{len(payload)} bytes is too long for an anomaly event")
+    msg = link.loads(payload)
+    problem = link.schema_problem(msg, ANOMALY)
+    if problem or msg["event"] not in ("onset", "end"):
+        raise ValueError(problem or "event must be onset or end")
+    return msg
+
+
+def parse_metrics(payload: bytes) -> dict:
+    if len(payload) > MAX_PAYLOAD:
+        raise ValueError(f"{len(payload)} bytes is too long for metrics")
+    metrics = link.loads(payload)
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics must be a JSON object")
+    return metrics
 
 
 def board_message(prefix: str, device_id: str, boot: str, kind: str, payload: dict):
@@ -91,13 +163,20 @@ def board_message(prefix: str, device_id: str, boot: str, kind: str, payload: di
     if kind == "det":
         return (base + "/detection", json.dumps({
             "seq": payload["seq"], "boot": boot, "t": payload["t_ms"] / 1000, "class": payload["class"],
-            "label": payload["label"], "score": payload["score"]}), 1, False)
+            "label": payload["label"], "score": payload["score"]}, allow_nan=False), 1, False)
+    if kind == "anom":
+        end = payload["end_ms"]
+        return (base + "/anomaly", json.dumps({
+            "seq": payload["seq"], "boot": boot, "t": payload["t_ms"] / 1000, "event": payload["event"],
+            "score": payload["score"], "level": payload["level"], "threshold": payload["threshold"],
+            "onset": payload["onset_ms"] / 1000, "end": None if end is None else end / 1000},
+            allow_nan=False), 1, False)
     if kind == "status":
-        return base + "/metrics", json.dumps(dict(payload, boot=boot)), 0, False
+        return base + "/metrics", json.dumps(dict(payload, boot=boot), allow_nan=False), 0, False
     if kind == "ready":
-        return base + "/info", json.dumps(payload), 1, True
+        return base + "/info", json.dumps(payload, allow_nan=False), 1, True
     if kind == "error":
-        return base + "/log", json.dumps(payload), 1, False
+        return base + "/log", json.dumps(payload, allow_nan=False), 1, False
     return None
 
 

@@ -38,6 +38,8 @@ class Device:
 class FleetView:
     def __init__(self):
         self.devices: dict[str, Device] = {}
+        self.ignored = 0  # messages that broke their schema: skipped, counted, never fatal
+        self.dropped_lines = 0  # serial lines the reader dropped (checksum, schema, length)
 
     def device(self, device_id: str) -> Device:
         return self.devices.setdefault(device_id, Device(device_id))
@@ -47,20 +49,24 @@ class FleetView:
         now = time.time() if now is None else now
         dev = self.device(device_id)
         dev.last_seen = now
-        boot, seq = str(det.get("boot", "")), int(det["seq"])
+        boot, seq = str(det.get("boot", ""))[:64], int(det["seq"])
         if boot != dev.boot:  # a new boot starts its own numbering
             dev.boot, dev.last_seq, dev.seen = boot, 0, set()
         if seq in dev.seen:
             dev.duplicates += 1
             return False
         dev.seen.add(seq)
+        if len(dev.seen) > 8192:  # bounded, whatever a publisher sends: keep the recent seqs
+            dev.seen = {s for s in dev.seen if s > max(dev.last_seq, seq) - 4096}
         if seq > dev.last_seq + 1:
             dev.gaps += seq - dev.last_seq - 1
         elif seq < dev.last_seq:
             dev.gaps -= 1  # a late arrival fills a gap counted before
         dev.last_seq = max(dev.last_seq, seq)
         dev.detections += 1
-        dev.last_label, dev.last_score = det.get("label", ""), float(det.get("score", 0.0))
+        # an anomaly event (docs/mqtt.md) shows as "anomaly onset" / "anomaly end", its score x threshold
+        label = det["label"] if "label" in det else f"anomaly {det.get('event', '')}"
+        dev.last_label, dev.last_score = str(label)[:64], float(det.get("score", 0.0))
         dev.recent.append(now)
         return True
 
@@ -72,14 +78,27 @@ class FleetView:
     def table(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
         rows = [f"{'device':<16} {'status':<8} {'detections':>10} {'last':<14} {'score':>6} "
-                f"{'/min':>6} {'gaps':>5} {'dups':>5} {'seen':>8}"]
+                f"{'/min':>6} {'gaps':>5} {'dups':>5} {'seen':>8} {'us/step':>12} {'cpu':>6}"]
         for dev in sorted(self.devices.values(), key=lambda d: d.device_id):
             state = {True: "online", False: "offline", None: "?"}[dev.online]
             ago = f"{now - dev.last_seen:.0f}s ago" if dev.last_seen else "-"
             rows.append(f"{dev.device_id:<16} {state:<8} {dev.detections:>10} {dev.last_label:<14} "
                         f"{dev.last_score:>6.3f} {dev.rate_per_min(now):>6.0f} {dev.gaps:>5} "
-                        f"{dev.duplicates:>5} {ago:>8}")
+                        f"{dev.duplicates:>5} {ago:>8} {cost(dev.metrics)}")
+        if self.ignored or self.dropped_lines:
+            rows.append(f"({self.ignored + self.dropped_lines} malformed message(s) ignored)")
         return "\n".join(rows)
+
+
+def cost(metrics: dict) -> str:
+    """The board's own cost from its last status: mean/max us per sample, CPU load."""
+    if "step_us_mean" not in metrics:
+        return f"{'-':>12} {'-':>6}"
+    try:  # metrics come from the network: a bad value shows as '?', never ends the view
+        step = f"{metrics['step_us_mean']}/{metrics.get('step_us_max', '-')}"[:12]
+        return f"{step:>12} {100 * float(metrics.get('cpu_load', 0)):>5.1f}%"
+    except (TypeError, ValueError, OverflowError):
+        return f"{'?':>12} {'?':>6}"
 
 
 def parse_topic(topic: str) -> tuple[str, str] | None:
@@ -94,6 +113,34 @@ def detection_line(device_id: str, det: dict) -> str:
     return json.dumps({"device_id": device_id, **det})
 
 
+def handle_message(view: FleetView, on_detection, topic: str, payload: bytes) -> bool:
+    """One MQTT message into the view; False if it was malformed (counted, never raised:
+    this runs on paho's network thread, which must outlive anything a publisher sends)."""
+    from . import client as mqtt
+
+    try:
+        where = parse_topic(topic)
+        if where is None:
+            return True
+        device_id, kind = where
+        device_id = device_id[:64]
+        if kind == "detection":
+            on_detection(device_id, mqtt.parse_detection(payload))
+        elif kind == "anomaly":
+            on_detection(device_id, mqtt.parse_anomaly(payload))
+        elif kind == "status":
+            view.status(device_id, payload[:64].decode(errors="replace"))
+        elif kind == "metrics":
+            view.device(device_id).metrics = mqtt.parse_metrics(payload)
+        return True
+    except Exception:  # noqa: BLE001 (a hostile payload: count it, keep listening)
+        view.ignored += 1
+        if view.ignored <= 10 or view.ignored % 1000 == 0:
+            print(f"edge-agent: ignored a malformed message on {topic[:120]!r} ({view.ignored} so far)",
+                  file=sys.stderr)
+        return False
+
+
 # ---- sources: each calls on_detection(device_id, det) and view updates from a thread ----
 
 def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: str | None = None):
@@ -103,22 +150,10 @@ def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: 
 
     def start(view: FleetView, on_detection):
         share = f"$share/{group}/" if group else ""
-        topics = [f"{share}{prefix}/+/{kind}" for kind in ("detection", "status", "metrics")]
+        topics = [f"{share}{prefix}/+/{kind}" for kind in ("detection", "anomaly", "status", "metrics")]
 
         def on_message(msg):
-            where = parse_topic(msg.topic)
-            if where is None:
-                return
-            device_id, kind = where
-            try:
-                if kind == "detection":
-                    on_detection(device_id, json.loads(msg.payload))
-                elif kind == "status":
-                    view.status(device_id, msg.payload.decode(errors="replace"))
-                elif kind == "metrics":
-                    view.device(device_id).metrics = json.loads(msg.payload)
-            except (ValueError, KeyError, TypeError):
-                print(f"edge-agent: ignored a malformed message on {msg.topic}", file=sys.stderr)
+            handle_message(view, on_detection, msg.topic, msg.payload)
 
         client = mqtt.connect(tgt, client_id, clean=client_id is None, v5=True, on_message=on_message,
                               on_connect=lambda c, f, r: [c.subscribe(t, 1) for t in topics])
@@ -142,12 +177,24 @@ def serial_source(port: str):
 
         def read():
             while not done.is_set():
-                for msg in reader.feed(ser.read(ser.in_waiting or 1)):
-                    if msg.kind == "ready":
-                        device[0] = msg.payload.get("device_id", device[0])
-                        view.status(device[0], "online")
-                    elif msg.kind == "det":
-                        on_detection(device[0], msg.payload)
+                try:
+                    chunk = ser.read(ser.in_waiting or 1)
+                except (OSError, ValueError):  # the port went away (pyserial's errors are OSErrors)
+                    print(f"edge-agent: {port}: the board went away", file=sys.stderr)
+                    done.set()
+                    return
+                for msg in reader.feed(chunk):  # the reader drops and counts malformed lines
+                    try:
+                        if msg.kind == "ready":
+                            device[0] = msg.payload.get("device_id", device[0])
+                            view.status(device[0], "online")
+                        elif msg.kind in ("det", "anom"):
+                            on_detection(device[0], msg.payload)
+                        elif msg.kind == "status":
+                            view.device(device[0]).metrics = msg.payload
+                    except Exception:  # noqa: BLE001 (the reader thread must outlive any line)
+                        view.ignored += 1
+                view.dropped_lines = reader.dropped
 
         thread = threading.Thread(target=read, daemon=True)
         thread.start()

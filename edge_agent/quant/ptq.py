@@ -23,11 +23,25 @@ H_SCALE = 2.0**-7
 X_BOUND = 128  # |int8| at most
 OUT_FRAC = GATE_FRAC  # logits share the gates' Q.12 format: the score needs no rescale
 GATE_NAMES = ("input", "forget", "cell", "output")
+# how the calibrated ranges (int8 inputs, the int16 cell's format) are chosen:
+# the extremes; a percentile (PERCENTILE % clipped at each end); or, per channel
+# and per layer, the candidate with the least mean squared quantization error
+CALIBRATIONS = ("minmax", "percentile", "mse")
+PERCENTILE = 0.01
+MSE_CLIPS = (0.0, 0.001, 0.01, 0.1, 1.0)  # percent clipped at each end: the candidates mse tries
 
 
 def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = None,
-             raw_per_unit: np.ndarray | None = None) -> QuantModel:
-    """Quantize `model` using calibration windows calib [n, T, C] of raw values."""
+             raw_per_unit: np.ndarray | None = None, headroom: float = 1.0,
+             calibration: str = "minmax", bias_correction: bool = False) -> QuantModel:
+    """Quantize `model` using calibration windows calib [n, T, C] of raw values;
+    headroom > 1 widens the int8 input range around the calibrated one (an anomaly
+    model must see values normal data never reached); calibration: CALIBRATIONS.
+    bias_correction: subtract from each gate's bias the mean error that int8
+    weights make on the calibration inputs and states (a constant error in a
+    gate is integrated by the cell over a long window)."""
+    if calibration not in CALIBRATIONS:
+        raise UserError(f"calibration {calibration!r}: choose from {', '.join(CALIBRATIONS)}")
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim != 3 or calib.shape[2] != model.n_inputs:
         raise UserError(f"calibration data has shape {calib.shape}, expected [n, T, {model.n_inputs}]")
@@ -37,7 +51,7 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
     model.forward(calib, lengths, trace)
     valid = valid_steps(calib.shape[0], calib.shape[1], lengths)
 
-    inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit)
+    inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit, headroom, calibration)
     layers = []
     for k, layer in enumerate(model.layers):
         if k == 0:  # fold (x - mean) / std into the first layer
@@ -45,18 +59,38 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
             bias = layer.b_ih + layer.b_hh - w_x @ model.mean
             w_x = w_x * in_scale  # per-channel input scale moves into the columns
             zero = in_zero
+            # subtract the mean through the int8 weights the inputs will meet, not the float
+            # ones: otherwise (w_int8 - w) @ mean / std is a constant error in every gate,
+            # which the cell integrates over a long window (large when |mean| >> std)
+            q, s = row_quant(w_x, bias)
+            bias = layer.b_ih + layer.b_hh - (q * s[:, None] / in_scale) @ model.mean
         else:
             w_x, bias, zero = layer.w_ih * H_SCALE, layer.b_ih + layer.b_hh, None
-        cmax = float(np.abs(trace.cell[k][valid]).max(initial=0.0))
+        cmax = cell_peak(trace.cell[k][valid], calibration)
+        if bias_correction:
+            if k == 0:  # the int8 input levels the board computes, centred as the fold above
+                x_in = np.clip(np.round(calib[valid] / in_scale) + in_zero, -128, 127) - in_zero \
+                    - model.mean / in_scale
+            else:
+                x_in = trace.hidden[k - 1][valid] / H_SCALE
+            h_seq = trace.hidden[k]
+            h_in = np.concatenate([np.zeros_like(h_seq[:, :1]), h_seq[:, :-1]], axis=1)[valid] / H_SCALE
+            bias = bias - _weight_error(w_x, bias, x_in.mean(axis=0)) \
+                - _weight_error(layer.w_hh * H_SCALE, None, h_in.mean(axis=0))
         layers.append(_quant_layer(k, w_x, bias, zero, layer.w_hh * H_SCALE, cmax))
     head = _quant_head(model.head_w * H_SCALE, model.head_b)
     return QuantModel(inputs, layers, head, sigmoid_table(), tanh_table(), exp_table(),
                       LUT_SHIFT, model.labels(), model.fingerprint())
 
 
-def input_quant(samples: np.ndarray, raw_per_unit=None) -> tuple[InputQuant, np.ndarray, np.ndarray]:
-    """Per-channel asymmetric int8 over the calibration range of the raw values."""
-    lo, hi = samples.min(axis=0), samples.max(axis=0)
+def input_quant(samples: np.ndarray, raw_per_unit=None, headroom: float = 1.0,
+                calibration: str = "minmax") -> tuple[InputQuant, np.ndarray, np.ndarray]:
+    """Per-channel asymmetric int8 over the calibration range of the raw values
+    (widened `headroom` times around its middle)."""
+    lo, hi = input_range(samples, calibration)
+    if headroom != 1.0:
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 * headroom
+        lo, hi = mid - half, mid + half
     span = np.where(hi - lo > 0, hi - lo, 1.0)
     scale = span / 255.0
     zero = np.round(-128 - lo / scale).astype(np.int64)
@@ -75,6 +109,50 @@ def input_quant(samples: np.ndarray, raw_per_unit=None) -> tuple[InputQuant, np.
                         np.array(bias, np.int32), np.array(shift, np.uint8),
                         scale.astype(np.float32), zero.astype(np.int32))
     return inputs, scale, zero
+
+
+def input_range(samples: np.ndarray, calibration: str = "minmax") -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (lo, hi) of samples [N, C] that int8 spans (see CALIBRATIONS)."""
+    if calibration == "minmax" or len(samples) == 0:
+        return samples.min(axis=0), samples.max(axis=0)
+    if calibration == "percentile":
+        return tuple(np.percentile(samples, [PERCENTILE, 100 - PERCENTILE], axis=0))
+    best_lo, best_hi, best_err = samples.min(axis=0), samples.max(axis=0), np.full(samples.shape[1], np.inf)
+    for clip in MSE_CLIPS:
+        lo, hi = np.percentile(samples, [clip, 100 - clip], axis=0)
+        scale = np.where(hi - lo > 0, hi - lo, 1.0) / 255.0
+        q = np.clip(np.round((samples - lo) / scale), 0, 255) * scale + lo
+        err = ((q - samples) ** 2).mean(axis=0)
+        better = err < best_err
+        best_lo, best_hi, best_err = np.where(better, lo, best_lo), np.where(better, hi, best_hi), np.minimum(err, best_err)
+    return best_lo, best_hi
+
+
+def cell_peak(cells: np.ndarray, calibration: str = "minmax") -> float:
+    """The |c| the int16 cell format must hold (see CALIBRATIONS): past it, the
+    board's cell saturates."""
+    mag = np.abs(np.asarray(cells, dtype=np.float64)).ravel()
+    if len(mag) == 0:
+        return 0.0
+    peak = float(mag.max())
+    if calibration == "percentile":
+        return float(np.percentile(mag, 100 - PERCENTILE))
+    if calibration == "mse":  # the max's format, or one or two fraction bits finer
+        frac = cell_frac(peak)
+        errs = []
+        for f in range(frac, min(frac + 2, 15) + 1):
+            step = 2.0 ** f
+            errs.append((float(((np.clip(np.round(mag * step), 0, 32767) / step - mag) ** 2).mean()), f))
+        f = min(errs)[1]
+        return 32767 / 2.0 ** f
+    return peak
+
+
+def _weight_error(w: np.ndarray, bias, mean_in: np.ndarray) -> np.ndarray:
+    """Per row, the mean of (int8 weights - float weights) @ input: what row_quant
+    adds to the pre-activation on average."""
+    q, scale = row_quant(w, bias)
+    return (q * scale[:, None] - w) @ mean_in
 
 
 def row_quant(w: np.ndarray, bias: np.ndarray | None = None):

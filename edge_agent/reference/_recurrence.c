@@ -422,8 +422,24 @@ static int expect(Py_buffer *buf, Py_ssize_t bytes, const char *name) {
     return 1;
 }
 
+/* a * b * c into *out; 0 if a factor is negative or the product overflows */
+static int size3(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c, Py_ssize_t *out) {
+    Py_ssize_t ab;
+    return a >= 0 && b >= 0 && c >= 0 && !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, out);
+}
+
+/* the buffer's start suits its element type (the loop dereferences it directly) */
+static int aligned(Py_buffer *buf, size_t to, const char *name) {
+    if ((uintptr_t)buf->buf % to) {
+        PyErr_Format(PyExc_ValueError, "run_layer: %s is not aligned to %zu bytes", name, to);
+        return 0;
+    }
+    return 1;
+}
+
 /* What the loop relies on to stay in bounds and defined: shifts in 1..31 and
- * table offsets that keep every clamped z inside the table. */
+ * table offsets that keep every clamped z inside the table, for every one of the
+ * R rows (padding rows included: the kernels compute them too). */
 static int params_ok(const int32_t *p, Py_ssize_t R, Py_ssize_t rows) {
     for (Py_ssize_t r = 0; r < rows; r++) {
         int32_t sx = p[P_SX * R + r], sh = p[P_SH * R + r], off = p[P_OFF * R + r];
@@ -443,22 +459,37 @@ static PyObject *run_layer(PyObject *self, PyObject *args) {
         return NULL;
     const Py_ssize_t n = L.n, T = L.steps, H = L.hidden, R = L.rows;
     int tracing = tg.len > 0;
-    const Py_ssize_t w_bytes = L.kernel == KERNEL_VNNI ? (quads(L.n_in) + quads(H)) * R * 4
-                                                        : (L.n_in + H) * R * 4;
-    if (n < 0 || T < 0 || L.n_in < 0 || H < 1 || R < 4 * H || R % 16) {
-        PyErr_SetString(PyExc_ValueError, "run_layer: bad shape");
+    /* every size from Python is checked for overflow before it is trusted: n = 2**62
+     * would otherwise wrap n * T * n_in to 0 and pass the buffer checks. Widths stay
+     * far below INT_MAX (the kernels count inputs in an int). */
+    Py_ssize_t s_seq, s_len, s_state, s_hs, s_tg, s_tc, s_w, s_p;
+    const int shape_ok = n >= 0 && T >= 0 && L.n_in >= 0 && L.n_in <= (1 << 20) && H >= 1
+                         && H <= (1 << 20) && R >= 4 * H && R <= (1 << 22) && R % 16 == 0;
+    const int sizes_ok = shape_ok && size3(n, T, L.n_in, &s_seq) && size3(n, 8, 1, &s_len)
+                         && size3(n, H, 4, &s_state) && size3(n, T, H, &s_hs)
+                         && size3(s_hs, 4, 4, &s_tg) && size3(s_hs, 4, 1, &s_tc)
+                         && size3(L.kernel == KERNEL_VNNI ? quads(L.n_in) + quads(H) : L.n_in + H, R, 4, &s_w)
+                         && size3(N_PARAMS, R, 4, &s_p);
+    if (!sizes_ok) {
+        PyErr_SetString(PyExc_ValueError, "run_layer: bad shape (negative, too large, or sizes that overflow)");
     } else if (L.kernel < 0 || L.kernel > KERNEL_VNNI || (L.kernel == KERNEL_VNNI && !HAS_VNNI)) {
         PyErr_SetString(PyExc_ValueError, "run_layer: this build has no such kernel");
     } else if (L.c_frac < 0 || L.c_frac > 2 * OUT_FRAC - 1) {
         PyErr_SetString(PyExc_ValueError, "run_layer: c_frac out of range");
-    } else if (expect(&p, N_PARAMS * R * 4, "params") && !params_ok(p.buf, R, 4 * H)) {
+    } else if (!(aligned(&lengths, 8, "lengths") && aligned(&h, 4, "h") && aligned(&c, 4, "c")
+                 && aligned(&w, L.kernel == KERNEL_VNNI ? 1 : 4, "w") && aligned(&p, 4, "params")
+                 && aligned(&lut, 2, "lut") && aligned(&tg, 4, "trace_gates") && aligned(&tcell, 4, "trace_cell"))) {
+        /* the error is set */
+    } else if (!expect(&p, s_p, "params")) {
+        /* the error is set */
+    } else if (!params_ok(p.buf, R, R)) {
         PyErr_SetString(PyExc_ValueError, "run_layer: a shift or table offset is out of range");
-    } else if (expect(&seq, n * T * L.n_in, "seq") && expect(&lengths, n * 8, "lengths")
-               && expect(&h, n * H * 4, "h") && expect(&c, n * H * 4, "c")
-               && expect(&w, w_bytes, "w") && expect(&p, N_PARAMS * R * 4, "params")
-               && expect(&lut, (2 * TABLE + 2) * 2, "lut") && expect(&hs, n * T * H, "hs")
-               && (!tracing || (expect(&tg, n * T * 4 * H * 4, "trace_gates")
-                                && expect(&tcell, n * T * H * 4, "trace_cell")))) {
+    } else if (expect(&seq, s_seq, "seq") && expect(&lengths, s_len, "lengths")
+               && expect(&h, s_state, "h") && expect(&c, s_state, "c")
+               && expect(&w, s_w, "w")
+               && expect(&lut, (2 * TABLE + 2) * 2, "lut") && expect(&hs, s_hs, "hs")
+               && (!tracing || (expect(&tg, s_tg, "trace_gates")
+                                && expect(&tcell, s_tc, "trace_cell")))) {
         L.seq = seq.buf;
         L.lengths = lengths.buf;
         L.h = h.buf;

@@ -89,6 +89,18 @@ class IntegerLSTM:
             seq = self._layer(k, seq, once, self.h[k], self.c[k])
         return self.h[-1]
 
+    def hidden_sequence(self, x_q: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
+        """The top layer's h after every step, int8 [n, T, H], for windows x_q
+        [n, T, C] each from a zero state (the anomaly head reads every step)."""
+        seq = as_int8(x_q)
+        n, steps, _ = seq.shape
+        lengths = np.full(n, steps) if lengths is None else np.asarray(lengths, dtype=np.int64)
+        for k in range(len(self.layers)):
+            h = np.zeros((n, self.model.hidden), dtype=np.int32)
+            c = np.zeros((n, self.model.hidden), dtype=np.int32)
+            seq = self._layer(k, seq, lengths, h, c)
+        return seq
+
     def logits(self, h_top: np.ndarray | None = None) -> np.ndarray:
         """int32 logits [B, K] (scale 2**-out_frac) from the top layer's h."""
         h = self.h[-1] if h_top is None else h_top

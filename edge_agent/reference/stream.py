@@ -38,6 +38,26 @@ def score_fraction(score_q15: int) -> float:
     return ((int(score_q15) * 10000 + 16384) >> 15) / 10000
 
 
+def smooth_detections(classes, scores, thresholds, n: int = 1, refractory: int = 0) -> list[tuple[int, int]]:
+    """(decision index, smoothed score) of each published detection, as
+    device/stream.py's Smoother makes them: the current class's scores over the
+    last n decisions, summed and // n, at or above its threshold (Q0.15), and no
+    detection in the previous `refractory` decisions."""
+    out = []
+    ring_k, ring_s = [-1] * n, [0] * n
+    quiet = 0
+    for i, (k, score) in enumerate(zip(classes, scores)):
+        ring_k[i % n], ring_s[i % n] = int(k), int(score)
+        total = sum(s for kk, s in zip(ring_k, ring_s) if kk == k) // n
+        if quiet > 0:
+            quiet -= 1
+            continue
+        if total >= thresholds[int(k)]:
+            out.append((i, total))
+            quiet = refractory
+    return out
+
+
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
     """Start index of every full window, one every `hop` samples."""
     if n_samples < window:
