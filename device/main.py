@@ -171,12 +171,7 @@ class Detector:
             self.on_anomaly(a, a.push(), t0)
             return
         ready = self.stream.push()
-        dt = time.ticks_diff(time.ticks_us(), t0)
-        self.cost_us += dt
-        self.cost_n += 1
-        if dt > self.cost_max_us:
-            self.cost_max_us = dt
-        self.samples += 1
+        self.count_step(t0)
         if ready is None:
             return
         self.windows += 1
@@ -189,14 +184,18 @@ class Detector:
                 "sample": self.samples - 1, "class": k, "label": self.labels[k],
                 "score": (score * 10000 + 16384) >> 15})  # 1/10000 units: link.dumps writes 0.nnnn
 
-    def on_anomaly(self, a, event, t0):
-        """Count the step; publish an onset or end (anomaly.py) as an `anom` message."""
+    def count_step(self, t0):
+        """One sample done: its cost since t0 (ticks_us) goes into the status figures."""
         dt = time.ticks_diff(time.ticks_us(), t0)
         self.cost_us += dt
         self.cost_n += 1
         if dt > self.cost_max_us:
             self.cost_max_us = dt
         self.samples += 1
+
+    def on_anomaly(self, a, event, t0):
+        """Count the step; publish an onset or end (anomaly.py) as an `anom` message."""
+        self.count_step(t0)
         if not event:
             return
         now = time.ticks_diff(time.ticks_ms(), self.started)

@@ -86,6 +86,33 @@ class _BoardLink:
         self.serial.close()
 
 
+def _send_lines(board: _BoardLink, raw: np.ndarray, rate_hz: float, realtime: bool, progress) -> None:
+    """Raw readings to the board as sample lines, paced at the sensor rate with --realtime."""
+    period = 1.0 / rate_hz
+    next_t = time.monotonic()
+    for n, row in enumerate(raw):
+        if realtime:
+            next_t += period
+            time.sleep(max(0.0, next_t - time.monotonic()))
+        board.serial.write(link.sample_line(row))
+        if progress is not None and n % 64 == 63:
+            progress(64)
+    if progress is not None:
+        progress(len(raw) % 64)
+
+
+def _collect(board: _BoardLink, kind: str, last_sample: int, n_sent: int) -> list[dict]:
+    """Once the board's status says it has taken every sample sent, its `kind` messages."""
+    board.serial.write(link.command_line({"status": True}))
+    board.wait_for("status", 60 + n_sent * 0.01, lambda p: p["samples"] >= last_sample)
+    found = [m.payload for m in board.other if m.kind == kind]
+    while not board.messages.empty():
+        msg = board.messages.get()
+        if msg.kind == kind:
+            found.append(msg.payload)
+    return found
+
+
 def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, port: str,
                      realtime: bool = False, progress=None) -> Iterator[dict]:
     audio = qmodel.frontend is not None
@@ -97,9 +124,8 @@ def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, por
                                               "refractory": settings.refractory}))
         ack = board.wait_for("ack", 10)
         base = ack["samples"]
-        period = 1.0 / settings.sensor.rate_hz
-        next_t = time.monotonic()
         if audio:  # audio-rate samples: binary frames (device/link.py), paced per frame
+            next_t = time.monotonic()
             sent = 0
             for chunk in link.audio_frames(raw[:, 0]):
                 if realtime:
@@ -111,22 +137,9 @@ def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, por
                 if progress is not None:
                     progress(n)
             raw = raw[:sent]
-        for n, row in enumerate([] if audio else raw):
-            if realtime:
-                next_t += period
-                time.sleep(max(0.0, next_t - time.monotonic()))
-            board.serial.write(link.sample_line(row))
-            if progress is not None and n % 64 == 63:
-                progress(64)
-        if progress is not None and not audio:
-            progress(len(raw) % 64)
-        board.serial.write(link.command_line({"status": True}))
-        board.wait_for("status", 60 + len(raw) * 0.01, lambda p: p["samples"] >= base + len(raw))
-        dets = [m.payload for m in board.other if m.kind == "det"]
-        while not board.messages.empty():
-            msg = board.messages.get()
-            if msg.kind == "det":
-                dets.append(msg.payload)
+        else:
+            _send_lines(board, raw, settings.sensor.rate_hz, realtime, progress)
+        dets = _collect(board, "det", base + len(raw), len(raw))
     finally:
         board.close()
     for seq, det in enumerate(dets, start=1):
@@ -338,22 +351,8 @@ def board_anomaly_events(rec: Recording, qmodel: QuantModel, settings: Settings,
     try:
         board.serial.write(link.command_line({"status": True}))
         base = board.wait_for("status", 10)["samples"]
-        period = 1.0 / settings.sensor.rate_hz
-        next_t = time.monotonic()
-        for n, row in enumerate(raw):
-            if realtime:
-                next_t += period
-                time.sleep(max(0.0, next_t - time.monotonic()))
-            board.serial.write(link.sample_line(row))
-            if progress is not None and n % 64 == 63:
-                progress(64)
-        board.serial.write(link.command_line({"status": True}))
-        board.wait_for("status", 60 + len(raw) * 0.01, lambda p: p["samples"] >= base + len(raw))
-        msgs = [m.payload for m in board.other if m.kind == "anom"]
-        while not board.messages.empty():
-            msg = board.messages.get()
-            if msg.kind == "anom":
-                msgs.append(msg.payload)
+        _send_lines(board, raw, settings.sensor.rate_hz, realtime, progress)
+        msgs = _collect(board, "anom", base + len(raw), len(raw))
     finally:
         board.close()
     found: list = []
