@@ -15,6 +15,8 @@ ENTRY_SIZE = 16
 NO_LAYER = 255
 ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 1}
 HEAD_KINDS = ("classify", "anomaly")  # header byte 21
+STATE_BITS = (8, 16)  # header word 28, the state format: 0 int8 h, 1 int16 h
+WIDE_MAX_HIDDEN = 128  # H of a 16-bit-state model: the int32 proof of kernels.matvec16_viper
 
 
 class BlobError(Exception):
@@ -24,9 +26,10 @@ class BlobError(Exception):
 # Limits: docs/format.md "Limits", checked the same way by edge_agent/blob.py.
 INT32_MAX = 0x7FFFFFFF
 F32_POSITIVE = -1  # lo marker: a finite float32 above zero (checked on its bits: no float here)
-# header fields 4..9: C, H, K, L, lut_shift, out_frac
-HEADER_LIMITS = ((1, 2048), (1, 2048), (1, 4096), (1, 3), (1, 15), (0, 30))
-HEADER_NAMES = ("C", "H", "K", "L", "lut_shift", "out_frac")
+# header fields 4..9 and 13: C, H, K, L, lut_shift, out_frac, state format
+HEADER_LIMITS = ((1, 2048), (1, 2048), (1, 4096), (1, 3), (1, 15), (0, 30), (0, 1))
+HEADER_NAMES = ("C", "H", "K", "L", "lut_shift", "out_frac", "state format")
+HEADER_FIELDS = (4, 5, 6, 7, 8, 9, 13)
 # tag -> (element type, per layer, lo, hi); lo None: any value of the type
 LIMITS = {
     b"INRU": (5, False, F32_POSITIVE, None), b"INMU": (4, False, 1, INT32_MAX),
@@ -36,8 +39,9 @@ LIMITS = {
     b"WX__": (1, True, None, None), b"WH__": (1, True, None, None), b"BX__": (4, True, None, None),
     b"MX__": (4, True, 1, INT32_MAX), b"SX__": (2, True, 1, 30), b"MH__": (4, True, 1, INT32_MAX),
     b"SH__": (2, True, 1, 30), b"CFRC": (2, True, 0, 15),
+    b"PX__": (2, True, 0, 30), b"PH__": (2, True, 0, 30),  # 16-bit state only
     b"WD__": (1, False, None, None), b"BD__": (4, False, None, None), b"MD__": (4, False, 1, INT32_MAX),
-    b"SD__": (2, False, 1, 30),
+    b"SD__": (2, False, 1, 30), b"PD__": (2, False, 0, 30),
     b"NAME": (6, False, None, None), b"FPRT": (6, False, None, None),
 }
 
@@ -90,6 +94,7 @@ class Blob:
         if f[10] >= len(HEAD_KINDS):
             raise BlobError("model blob head kind %d is unknown" % f[10])
         self.task = HEAD_KINDS[f[10]]  # classify | anomaly
+        self.h_bits = STATE_BITS[f[13]] if f[13] < len(STATE_BITS) else 0  # 0: refused by _check_limits
         total = f[3]
         self.sections = {}
         for i in range(f[11]):
@@ -107,10 +112,16 @@ class Blob:
 
     def _check_limits(self, f):
         """Every documented range and type, at load time (no timestep runs before it)."""
-        for i in range(6):
+        for i in range(len(HEADER_FIELDS)):
             lo, hi = HEADER_LIMITS[i]
-            if not lo <= f[4 + i] <= hi:
-                raise BlobError("model blob header %s = %d is outside %d..%d" % (HEADER_NAMES[i], f[4 + i], lo, hi))
+            v = f[HEADER_FIELDS[i]]
+            if not lo <= v <= hi:
+                raise BlobError("model blob header %s = %d is outside %d..%d" % (HEADER_NAMES[i], v, lo, hi))
+        wide = self.h_bits == 16
+        if wide and self.hidden > WIDE_MAX_HIDDEN:
+            raise BlobError("model blob header H = %d is outside 1..%d (16-bit state)" % (self.hidden, WIDE_MAX_HIDDEN))
+        if wide and self.task == "anomaly":
+            raise BlobError("model blob has an anomaly head with a 16-bit state (anomaly models keep 8 bits)")
         for key in self.sections:
             tag, layer = key
             limit = LIMITS.get(tag)
@@ -131,33 +142,43 @@ class Blob:
                     raise BlobError("model blob section %s holds a value outside %d..%d" % (where, lo, hi))
         for tag in (b"INRU", b"INSC", b"INZP"):
             self.section(tag, self.n_inputs)  # host-only, but required: refused alike on both sides
+        if wide:  # the pre-shifts a 16-bit state requires
+            for k in range(self.n_layers):
+                self.section(b"PX__", 4 * self.hidden, k)
+                self.section(b"PH__", 4 * self.hidden, k)
+            self.section(b"PD__", self.n_classes)
         if (b"NAME", NO_LAYER) in self.sections:
             try:
                 self.labels()
             except UnicodeError:
                 raise BlobError("model blob labels are not UTF-8")
-        # the int32 proof, from the weights stored (docs/arithmetic.md, "Why nothing overflows int32")
+        # the int32 proof, from the weights stored (docs/arithmetic.md, "Why nothing overflows
+        # int32" and "16-bit hidden state": |h| <= 32768, and each accumulator's pre-shift)
         C, H, K = self.n_inputs, self.hidden, self.n_classes
+        hb = 32768 if wide else 128
         for k in range(self.n_layers):
             try:
                 bx, mx, sx = self.ints(b"BX__", 4 * H, k), self.ints(b"MX__", 4 * H, k), self.ints(b"SX__", 4 * H, k)
                 mh, sh = self.ints(b"MH__", 4 * H, k), self.ints(b"SH__", 4 * H, k)
+                px, ph = self.pre_shifts(b"PX__", 4 * H, k), self.pre_shifts(b"PH__", 4 * H, k)
                 wx = self.section(b"WX__", 4 * H * (C if k == 0 else H), k)[0]
                 wh = self.section(b"WH__", 4 * H * H, k)[0]
             except BlobError:
                 continue  # missing or miscounted: the layout names it
             width = C if k == 0 else H
+            xb = 128 if k == 0 else hb
             for r in range(4 * H):
-                if not (self._fits(abs(bx[r]) + 128 * self._abs_sum(wx + r * width, width), mx[r], sx[r])
-                        and self._fits(128 * self._abs_sum(wh + r * H, H), mh[r], sh[r])):
+                if not (self._fits(abs(bx[r]) + xb * self._abs_sum(wx + r * width, width), px[r], mx[r], sx[r])
+                        and self._fits(hb * self._abs_sum(wh + r * H, H), ph[r], mh[r], sh[r])):
                     raise BlobError("model blob layer %d: a gate's rescaling can overflow int32" % k)
         try:
             bd, md, sd = self.ints(b"BD__", K), self.ints(b"MD__", K), self.ints(b"SD__", K)
+            pd = self.pre_shifts(b"PD__", K)
             wd = self.section(b"WD__", K * H)[0]
         except BlobError:
             bd = ()
         for r in range(len(bd)):
-            if not self._fits(abs(bd[r]) + 128 * self._abs_sum(wd + r * H, H), md[r], sd[r]):
+            if not self._fits(abs(bd[r]) + hb * self._abs_sum(wd + r * H, H), pd[r], md[r], sd[r]):
                 raise BlobError("model blob head: a class's rescaling can overflow int32")
         try:
             im, ib = self.ints(b"INMU", C), self.ints(b"INBI", C)
@@ -168,8 +189,14 @@ class Blob:
                 raise BlobError("model blob input quantization can overflow int32")
 
     @staticmethod
-    def _fits(bound, mult, shift):
-        return bound * mult + (1 << (shift - 1)) <= INT32_MAX
+    def _fits(bound, pre, mult, shift):
+        # |acc| <= bound: acc + 2^(P-1) and, pre-shifted, acc * M + 2^(S-1) fit int32 (P 0: none)
+        bound += (1 << pre) >> 1
+        return bound <= INT32_MAX and (bound >> pre) * mult + (1 << (shift - 1)) <= INT32_MAX
+
+    def pre_shifts(self, tag, count, layer=NO_LAYER):
+        """A 16-bit state's pre-shifts (PX__, PH__, PD__); an 8-bit state has none (all 0)."""
+        return self.ints(tag, count, layer) if self.h_bits == 16 else (0,) * count
 
     def _abs_sum(self, offset, n):
         """sum |w| over n int8 weights at offset (load time only)."""

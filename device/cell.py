@@ -11,6 +11,14 @@ from kernels import HM_HP, M_C, M_DH, M_DX, M_H, M_HP, M_HU, M_IP, M_WH, M_WX, m
 KERNEL = kernels.KERNEL  # which matvec this board runs: "thumb" or "viper"
 
 
+def kernels_for(model):
+    """(matvec of the state, lstm_update) for the model's state width: a 16-bit
+    state's update is viper on every port (layer 0's int8 inputs keep matvec)."""
+    if model.h_bits == 16:
+        return kernels.matvec16, kernels.lstm_update_viper
+    return matvec, kernels.lstm_update
+
+
 class State:
     """One stream's h and c for every layer, plus the kernels' scratch."""
 
@@ -26,6 +34,8 @@ class State:
     def hidden(self, layer):
         """h of a layer as signed ints (tests and debugging; allocates)."""
         off = self.model.hu_offsets[layer]
+        if self.model.h_bits == 16:
+            return [struct.unpack_from("<H", self.buf, off + 2 * n)[0] - 32768 for n in range(self.model.hidden)]
         return [self.buf[off + n] - 128 for n in range(self.model.hidden)]
 
     def cell(self, layer):
@@ -44,6 +54,7 @@ class Cell:
         self.x_addr = kernels.address(self.x)  # pyright: ignore[reportArgumentType]
         self.raw = array.array("h", [0] * model.n_inputs)
         self.logits = array.array("i", [0] * model.n_classes)
+        self.matvec_h, self.update = kernels_for(model)
 
     def quantize(self, raw):
         """raw: int16 readings, one per channel (array 'h'); the result goes to self.x."""
@@ -61,14 +72,17 @@ class Cell:
         a = m.arena_addr
         s = state.addr
         x = self.x_addr
+        mv_h = self.matvec_h
+        mv_x = matvec  # layer 0's int8 inputs; above it, the layer below's h
         k = 0
         while k < m.n_layers:
             meta = m.metas[k]
             rows = meta[M_H] << 18  # 4 * hidden gate rows, in the shape word's top half
-            matvec(x, a + meta[M_WX], s + meta[M_DX], meta[M_IP] | rows)
-            matvec(s + meta[M_HU], a + meta[M_WH], s + meta[M_DH], meta[M_HP] | rows)
-            kernels.lstm_update(arena, meta, s, x)
+            mv_x(x, a + meta[M_WX], s + meta[M_DX], meta[M_IP] | rows)
+            mv_h(s + meta[M_HU], a + meta[M_WH], s + meta[M_DH], meta[M_HP] | rows)
+            self.update(arena, meta, s, x)
             x = s + meta[M_HU]
+            mv_x = mv_h
             k += 1
 
     def head(self, state):
@@ -76,6 +90,6 @@ class Cell:
         m = self.model
         hu = state.addr + m.metas[m.n_layers - 1][M_HU]
         dots = state.addr + m.metas[0][M_DX]
-        matvec(hu, m.arena_addr + m.off["wd"], dots, m.head_meta[HM_HP] | m.n_classes << 16)
+        self.matvec_h(hu, m.arena_addr + m.off["wd"], dots, m.head_meta[HM_HP] | m.n_classes << 16)
         kernels.head_logits(m.arena, m.head_meta, hu, dots, self.logits)  # pyright: ignore[reportArgumentType]
         return self.logits

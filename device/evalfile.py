@@ -4,7 +4,7 @@
 #   micropython evalfile.py windows MODEL IN OUT [trace]
 #     IN:  int32 n, T, C; int8 x [n, T, C]; int32 lengths [n]
 #     OUT: int32 logits [n, K]; with trace, after each window's logits, per
-#          step and layer: int8 h [H] then int16 c [H]
+#          step and layer: h [H] (int8, or int16 for a 16-bit state) then int16 c [H]
 #   micropython evalfile.py stream MODEL IN OUT
 #     IN:  int32 N, C, window, hop, continuous, raw; then int8 x [N, C], or
 #          int16 raw readings [N, C] when raw is 1 (quantized on the device)
@@ -35,6 +35,7 @@ def windows(model, src, out, trace):
     c = cell.Cell(model)
     state = cell.State(model)
     H = model.hidden
+    h_fmt = "<%d%s" % (H, "h" if model.h_bits == 16 else "b")
     for w in range(n):
         state.reset()
         base = w * steps * channels
@@ -44,7 +45,7 @@ def windows(model, src, out, trace):
             c.step(state)
             if trace:
                 for k in range(model.n_layers):
-                    out.write(struct.pack("<%db" % H, *state.hidden(k)))
+                    out.write(struct.pack(h_fmt, *state.hidden(k)))
                     out.write(struct.pack("<%dh" % H, *state.cell(k)))
         out.write(struct.pack("<%di" % model.n_classes, *c.head(state)))
 

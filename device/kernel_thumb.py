@@ -1,7 +1,8 @@
 # The cell's kernels for Thumb boards (RP2040: Cortex-M0+, armv6m), in
 # MicroPython's inline assembler. kernels.py uses them when the board is ARM and
 # keeps its viper kernels elsewhere (ESP32, the unix port); flash sends this
-# file to ARM boards only. Measured on the emulated RP2040 (bench/rp2040_cycles.py):
+# file to ARM boards only. matvec16 serves a 16-bit state (whose lstm_update is
+# viper on every port). Measured on the emulated RP2040 (bench/rp2040_cycles.py):
 # an H=32, I=6 timestep costs 56,260 cycles with these against 209,336 with the
 # viper kernels. The host runs matvec's machine code on an emulated Cortex-M
 # (tests/armv6m.py); tests/test_rp2040.py holds both to the reference on the
@@ -474,3 +475,135 @@ def lstm_update(r0, r1, r2, r3):
     mov(r10, r6)
     mov(r11, r7)
     mov(r0, 0)
+
+
+@micropython.asm_thumb
+def matvec16(r0, r1, r2, r3):
+    # matvec over a 16-bit state's inputs (kernels.matvec16_viper's contract):
+    # out[r] = sum_j x[j] * w[r * n + j] for uint16 x[0..n) (h + 32768) and bytes
+    # w, n a multiple of 8, 8..128 (the sums' int32 proof), rows >= 1. matvec,
+    # step for step, with halfword loads of x (ldrh) and x's end at x + 2n.
+    mov(r4, r8)
+    mov(r5, r9)
+    mov(r6, r10)
+    mov(r7, r11)
+    push({r4, r5, r6, r7})
+    mov(r8, r0)  # r8: x
+    lsl(r4, r3, 16)
+    lsr(r4, r4, 16)
+    mov(r9, r4)  # r9: n
+    lsr(r3, r3, 16)
+    lsl(r3, r3, 2)
+    add(r3, r3, r2)
+    mov(r10, r3)  # r10: end of out
+    mov(r11, r2)  # r11: next output
+    label(PAIR)
+    mov(r3, r11)
+    add(r3, 4)
+    mov(r4, r10)
+    cmp(r3, r4)
+    bcs(ONE)  # fewer than two rows left
+    mov(r0, r8)
+    mov(r7, r9)
+    add(r2, r1, r7)  # r2: the second row's weights
+    add(r7, r7, r7)
+    add(r7, r0, r7)  # r7: end of x
+    mov(r3, 0)
+    mov(r4, 0)
+    label(MAC2)
+    ldrh(r5, [r0, 0])
+    ldrb(r6, [r1, 0])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 0])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 2])
+    ldrb(r6, [r1, 1])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 1])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 4])
+    ldrb(r6, [r1, 2])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 2])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 6])
+    ldrb(r6, [r1, 3])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 3])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 8])
+    ldrb(r6, [r1, 4])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 4])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 10])
+    ldrb(r6, [r1, 5])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 5])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 12])
+    ldrb(r6, [r1, 6])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 6])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    ldrh(r5, [r0, 14])
+    ldrb(r6, [r1, 7])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    ldrb(r6, [r2, 7])
+    mul(r6, r5)
+    add(r4, r4, r6)
+    add(r0, 16)
+    add(r1, 8)
+    add(r2, 8)
+    cmp(r0, r7)
+    bcc(MAC2)
+    mov(r1, r2)  # past the second row: the next pair's first
+    mov(r5, r11)
+    str(r3, [r5, 0])
+    str(r4, [r5, 4])
+    add(r5, 8)
+    mov(r11, r5)
+    b(PAIR)
+    label(ONE)
+    mov(r3, r11)
+    mov(r4, r10)
+    cmp(r3, r4)
+    bcs(DONE)
+    mov(r0, r8)  # the odd last row, one at a time
+    mov(r7, r9)
+    add(r7, r7, r7)
+    add(r7, r0, r7)
+    mov(r3, 0)
+    label(MAC1)
+    ldrh(r5, [r0, 0])
+    ldrb(r6, [r1, 0])
+    mul(r6, r5)
+    add(r3, r3, r6)
+    add(r0, 2)
+    add(r1, 1)
+    cmp(r0, r7)
+    bcc(MAC1)
+    mov(r5, r11)
+    str(r3, [r5, 0])
+    label(DONE)
+    pop({r4, r5, r6, r7})
+    mov(r8, r4)
+    mov(r9, r5)
+    mov(r10, r6)
+    mov(r11, r7)
+    mov(r0, 0)  # returned as a small int: no heap allocation on any board

@@ -7,6 +7,15 @@
 # - int8 weights and activations are stored offset by +128 (0..255), so loads
 #   need no sign extension; the offsets are folded into per-row constants K:
 #   sum (w-128)(x-128) = sum w*x - 128*sum x - 128*sum w + 128*128*n.
+# - a 16-bit state (docs/arithmetic.md, "16-bit hidden state") stores h offset
+#   by +32768 (0..65535) and its matvec is the same loop with 16-bit loads:
+#   sum hu*wu = sum h*w + 128*sum hu + 32768*sum w, the last term in K. Every
+#   partial sum is at most 65535 * 255 * n, inside int32 for n <= 128: hence a
+#   16-bit state's limit of 128 hidden units (blob.py).
+# - every accumulator, less its offsets, is pre-shifted right by P (a 16-bit
+#   state's precision-keeping rounding shift; 0 for 8 bits) before its
+#   multiplier; P shares the shift's word (S | P << 8) and its rounding half
+#   is in K.
 # - rows are padded to a multiple of 8 (w = x = 128 there, adding exactly 0),
 #   so the inner loop is unrolled by 8 with constant offsets.
 # - signed 32-bit constants are read as two 16-bit halves: on the unix port a
@@ -37,11 +46,15 @@ M_C = const(11)  # state: c, int16
 M_DX = const(12)  # scratch: input dot products, int32
 M_DH = const(13)  # scratch: recurrent dot products, int32
 M_Z = const(14)  # scratch: gate pre-activations + 32768, uint16
-META_WORDS = const(15)
+M_XW = const(15)  # bytes per stored input: 1 (int8 + 128) or 2 (int16 + 32768)
+M_HW = const(16)  # bytes per stored h: 1 or 2
+META_WORDS = const(17)
 # the head's meta words, and the input quantization's
-HM_ROWS = const(0)  # per class: K, M, S
+HM_ROWS = const(0)  # per class: K, M, S | P << 8
 HM_CLASSES = const(1)
 HM_HP = const(2)
+HM_HW = const(3)  # bytes per stored h
+HM_WORDS = const(4)
 IM_PARAMS = const(0)  # per channel: M, B, S
 IM_CHANNELS = const(1)
 
@@ -85,24 +98,84 @@ def matvec_viper(px: int, pw: int, out: int, shape: int):
 
 
 @micropython.viper
+def matvec16_viper(px: int, pw: int, out: int, shape: int):
+    # matvec_viper over a 16-bit state's inputs: out[r] = sum_j x[j] * w[r, j],
+    # x uint16 (h + 32768), w bytes 0..255; n (elements) a multiple of 8, at most
+    # 128 (the int32 proof above).
+    x0 = px
+    n = shape & 0xFFFF
+    rows = shape >> 16
+    o = ptr32(out)
+    r = 0
+    while r < rows:
+        px = x0
+        end = x0 + (n << 1)
+        acc = 0
+        while px < end:
+            acc += (ptr16(px)[0] * ptr8(pw)[0] + ptr16(px)[1] * ptr8(pw)[1]
+                    + ptr16(px)[2] * ptr8(pw)[2] + ptr16(px)[3] * ptr8(pw)[3]
+                    + ptr16(px)[4] * ptr8(pw)[4] + ptr16(px)[5] * ptr8(pw)[5]
+                    + ptr16(px)[6] * ptr8(pw)[6] + ptr16(px)[7] * ptr8(pw)[7])
+            pw += 8
+            px += 16
+        o[r] = acc
+        r += 1
+
+
+@micropython.viper
+def stored_sum(p: int, n: int, width: int) -> int:
+    # 128 * the sum of n stored values (bytes or, width 2, uint16): the matvecs'
+    # offset correction (the head's; lstm_update writes it out); at most
+    # 128 * 65535 * 128 = 2^30 for a 16-bit state
+    total = 0
+    j = 0
+    if width == 2:
+        p16 = ptr16(p)
+        while j < n:
+            total += p16[j]
+            j += 1
+    else:
+        p8 = ptr8(p)
+        while j < n:
+            total += p8[j]
+            j += 1
+    return total << 7
+
+
+@micropython.viper
 def lstm_update_viper(arena: ptr8, meta: ptr32, st: int, x: int):
     # Gate pre-activations from the two matvecs, then c and h of every unit.
     a16 = ptr16(arena)
     a32 = ptr32(arena)
-    n_in = meta[M_IP]
     hid = meta[M_H]
-    xs = 0  # sums of the offset-encoded inputs, for the +128 corrections
-    p = ptr8(x)
+    # stored_sum's two sums, written out: the two viper-to-viper calls would cost
+    # ~1 % of an H=32 step (bench/state16.py)
+    xs = 0
+    n = meta[M_IP]
     j = 0
-    while j < n_in:
-        xs += p[j]
-        j += 1
+    if meta[M_XW] == 2:
+        p16 = ptr16(x)
+        while j < n:
+            xs += p16[j]
+            j += 1
+    else:
+        p8 = ptr8(x)
+        while j < n:
+            xs += p8[j]
+            j += 1
     hs = 0
-    p = ptr8(st + meta[M_HU])
+    n = meta[M_HP]
     j = 0
-    while j < meta[M_HP]:
-        hs += p[j]
-        j += 1
+    if meta[M_HW] == 2:
+        p16 = ptr16(st + meta[M_HU])
+        while j < n:
+            hs += p16[j]
+            j += 1
+    else:
+        p8 = ptr8(st + meta[M_HU])
+        while j < n:
+            hs += p8[j]
+            j += 1
     xs = xs << 7
     hs = hs << 7
     dx = ptr32(st + meta[M_DX])
@@ -112,12 +185,17 @@ def lstm_update_viper(arena: ptr8, meta: ptr32, st: int, x: int):
     r = 0
     rows = hid << 2
     while r < rows:
+        # (dot - offsets + K) >> P, then requant: the order keeps every value inside int32
         k = ((a16[w + 1] ^ 0x8000) - 0x8000) << 16 | a16[w]
         s = a32[(w >> 1) + 2]
-        zx = ((dx[r] + k - xs) * a32[(w >> 1) + 1] + (1 << (s - 1))) >> s
+        p = s >> 8
+        s = s & 0xFF
+        zx = ((((dx[r] - xs) + k) >> p) * a32[(w >> 1) + 1] + (1 << (s - 1))) >> s
         k = ((a16[w + 7] ^ 0x8000) - 0x8000) << 16 | a16[w + 6]
         s = a32[(w >> 1) + 5]
-        v = zx + (((dh[r] + k - hs) * a32[(w >> 1) + 4] + (1 << (s - 1))) >> s)
+        p = s >> 8
+        s = s & 0xFF
+        v = zx + (((((dh[r] - hs) + k) >> p) * a32[(w >> 1) + 4] + (1 << (s - 1))) >> s)
         if v > 32767:
             v = 32767
         if v < 0 - 32768:
@@ -132,6 +210,11 @@ def lstm_update_viper(arena: ptr8, meta: ptr32, st: int, x: int):
     tnh = meta[M_TANH] >> 1
     cf = meta[M_CF]
     hu = ptr8(st + meta[M_HU])
+    h16 = ptr16(st + meta[M_HU])
+    wide = meta[M_HW] == 2
+    h_shift = 15 if wide else 23  # o * tanh(c) (Q0.30) -> Q0.15 or Q0.7
+    h_round = 1 << (h_shift - 1)
+    h_max = 32767 if wide else 127
     c = ptr16(st + meta[M_C])
     n = 0
     while n < hid:
@@ -171,34 +254,31 @@ def lstm_update_viper(arena: ptr8, meta: ptr32, st: int, x: int):
         i = tnh + (u >> ls)
         lo = (a16[i] ^ 0x8000) - 0x8000
         v = lo + ((((a16[i + 1] ^ 0x8000) - 0x8000 - lo) * (u & mask) + half) >> ls)
-        v = (go * v + 4194304) >> 23
-        if v > 127:
-            v = 127
-        if v < 0 - 128:
-            v = 0 - 128
-        hu[n] = v + 128
+        v = (go * v + h_round) >> h_shift
+        if v > h_max:
+            v = h_max
+        if v < 0 - 1 - h_max:
+            v = 0 - 1 - h_max
+        if wide:
+            h16[n] = v + 32768
+        else:
+            hu[n] = v + 128
         n += 1
 
 
 @micropython.viper
 def head_logits(arena: ptr8, meta: ptr32, hu: int, dots: int, out: ptr32):
-    # logits[k] = requant(dot_k + K_k - 128 * sum h, M_k, S_k)
+    # logits[k] = requant((dot_k - 128 * sum hu + K_k) >> P_k, M_k, S_k)
     a16 = ptr16(arena)
     a32 = ptr32(arena)
-    hs = 0
-    p = ptr8(hu)
-    j = 0
-    while j < meta[HM_HP]:
-        hs += p[j]
-        j += 1
-    hs = hs << 7
+    hs = int(stored_sum(hu, meta[HM_HP], meta[HM_HW]))
     d = ptr32(dots)
     w = meta[HM_ROWS] >> 1
     k = 0
     while k < meta[HM_CLASSES]:
         kk = ((a16[w + 1] ^ 0x8000) - 0x8000) << 16 | a16[w]
         s = a32[(w >> 1) + 2]
-        out[k] = ((d[k] + kk - hs) * a32[(w >> 1) + 1] + (1 << (s - 1))) >> s
+        out[k] = ((((d[k] - hs) + kk) >> (s >> 8)) * a32[(w >> 1) + 1] + (1 << ((s & 0xFF) - 1))) >> (s & 0xFF)
         w += 6
         k += 1
 
@@ -236,3 +316,15 @@ def _pick():
 
 
 matvec, lstm_update, KERNEL = _pick()
+
+
+def _pick16():
+    """A 16-bit state's matvec: Thumb where the 8-bit kernels are (its lstm_update
+    is lstm_update_viper on every port)."""
+    if KERNEL == "thumb":
+        import kernel_thumb  # pyright: ignore[reportMissingImports]
+        return getattr(kernel_thumb, "matvec16", matvec16_viper)  # an older kernel_thumb has none
+    return matvec16_viper
+
+
+matvec16 = _pick16()

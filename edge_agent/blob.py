@@ -59,6 +59,8 @@ class QuantLayer:
     mh: np.ndarray  # i32 [4H]: recurrent accumulator -> Q3.12
     sh: np.ndarray  # u8 [4H]
     c_frac: int  # cell state is int16 with scale 2**-c_frac
+    px: np.ndarray | None = None  # u8 [4H]: input accumulator pre-shift (16-bit state only; None: 0)
+    ph: np.ndarray | None = None  # u8 [4H]: recurrent accumulator pre-shift (16-bit state only)
 
 
 @dataclass
@@ -68,9 +70,12 @@ class QuantHead:
     m: np.ndarray  # i32 [K]: accumulator -> logits with scale 2**-out_frac
     s: np.ndarray  # u8 [K]
     out_frac: int
+    p: np.ndarray | None = None  # u8 [K]: accumulator pre-shift (16-bit state only; None: 0)
 
 
 HEAD_KINDS = ("classify", "anomaly")  # header byte 21: 0 classifier, 1 anomaly (docs/format.md)
+STATE_BITS = (8, 16)  # header word 28, the state format: 0 int8 h (2**-7), 1 int16 h (2**-15)
+WIDE_MAX_HIDDEN = 128  # H of a 16-bit-state model: the board's int32 proof of its matvec (docs/format.md)
 
 
 @dataclass
@@ -98,6 +103,12 @@ class QuantModel:
     fingerprint: bytes = b""  # of the float model it came from (FloatModel.fingerprint)
     anomaly: AnomalyHead | None = None  # None: a classifier
     frontend: FrontendParams | None = None  # None: the model is fed sensor readings (no front-end)
+    h_bits: int = 8  # the hidden state: int8 on 2**-7, or int16 on 2**-15 (docs/arithmetic.md)
+
+    @property
+    def h_scale(self) -> float:
+        """Real value of one step of h."""
+        return 2.0 ** -(self.h_bits - 1)
 
     @property
     def task(self) -> str:
@@ -138,10 +149,15 @@ def _sections(model: QuantModel):
         yield b"MH__", k, layer.mh.astype(np.int32)
         yield b"SH__", k, layer.sh.astype(np.uint8)
         yield b"CFRC", k, np.array([layer.c_frac], dtype=np.uint8)
+        if model.h_bits == 16:
+            yield b"PX__", k, pre_shifts(layer.px, layer.bx.size)
+            yield b"PH__", k, pre_shifts(layer.ph, layer.bx.size)
     yield b"WD__", NO_LAYER, model.head.w.astype(np.int8)
     yield b"BD__", NO_LAYER, model.head.b.astype(np.int32)
     yield b"MD__", NO_LAYER, model.head.m.astype(np.int32)
     yield b"SD__", NO_LAYER, model.head.s.astype(np.uint8)
+    if model.h_bits == 16:
+        yield b"PD__", NO_LAYER, pre_shifts(model.head.p, model.head.b.size)
     yield b"NAME", NO_LAYER, "\n".join(model.class_names).encode("utf-8")
     yield b"FPRT", NO_LAYER, model.fingerprint
     if model.anomaly is not None:
@@ -157,6 +173,11 @@ def _sections(model: QuantModel):
         yield b"FESL", NO_LAYER, fe.slot.astype(np.uint8)
         yield b"FEWT", NO_LAYER, fe.weight.astype(np.int16)
         yield b"FELG", NO_LAYER, fe.log.astype(np.int16)
+
+
+def pre_shifts(p: np.ndarray | None, rows: int) -> np.ndarray:
+    """The pre-shifts of `rows` accumulators as u8 (None: none, all 0)."""
+    return np.zeros(rows, np.uint8) if p is None else np.asarray(p).astype(np.uint8)
 
 
 def _pad(n: int) -> int:
@@ -179,7 +200,8 @@ def pack(model: QuantModel) -> bytes:
     total = offset + 4
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, model.n_inputs, model.hidden,
                          model.n_classes, len(model.layers), model.lut_shift,
-                         model.head.out_frac, HEAD_KINDS.index(model.task), len(sections), HEADER.size, 0)
+                         model.head.out_frac, HEAD_KINDS.index(model.task), len(sections), HEADER.size,
+                         STATE_BITS.index(model.h_bits))
     blob = header + b"".join(directory) + bytes(body)
     return blob + struct.pack("<I", zlib.crc32(blob))
 
@@ -218,7 +240,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 F32_POSITIVE = "f32+"  # a finite float32 above zero
 # header field -> (lo, hi)
 HEADER_LIMITS = {"C": (1, 2048), "H": (1, 2048), "K": (1, 4096), "L": (1, 3), "lut_shift": (1, 15),
-                 "out_frac": (0, 30)}
+                 "out_frac": (0, 30), "state format": (0, len(STATE_BITS) - 1)}
 # tag -> (element type, per layer, lo, hi); lo/hi None: any value of the type
 LIMITS = {
     b"INRU": (5, False, F32_POSITIVE, None), b"INMU": (4, False, 1, INT32_MAX),
@@ -228,26 +250,42 @@ LIMITS = {
     b"WX__": (1, True, None, None), b"WH__": (1, True, None, None), b"BX__": (4, True, None, None),
     b"MX__": (4, True, 1, INT32_MAX), b"SX__": (2, True, 1, 30), b"MH__": (4, True, 1, INT32_MAX),
     b"SH__": (2, True, 1, 30), b"CFRC": (2, True, 0, 15),
+    b"PX__": (2, True, 0, 30), b"PH__": (2, True, 0, 30),  # 16-bit state only
     b"WD__": (1, False, None, None), b"BD__": (4, False, None, None), b"MD__": (4, False, 1, INT32_MAX),
-    b"SD__": (2, False, 1, 30),
+    b"SD__": (2, False, 1, 30), b"PD__": (2, False, 0, 30),
     b"NAME": (6, False, None, None), b"FPRT": (6, False, None, None),
 }
 CODE_OF = {np.dtype(np.int8): 1, np.dtype(np.uint8): 2, np.dtype(np.int16): 3, np.dtype(np.int32): 4,
            np.dtype(np.float32): 5}
 
 
-def _fits_int32(bound: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> bool:
-    """docs/arithmetic.md, "Why nothing overflows int32": bound * M + 2^(S-1) <= 2^31 - 1 per row."""
-    need = [int(b) * int(m) + (1 << (int(s) - 1)) for b, m, s in zip(bound, mult, shift)]
-    return max(need, default=0) <= INT32_MAX
+def _fits_int32(bound: np.ndarray, mult: np.ndarray, shift: np.ndarray, pre: np.ndarray | None = None) -> bool:
+    """docs/arithmetic.md, "Why nothing overflows int32" and "16-bit hidden state": per row,
+    bound + 2^(P-1) <= 2^31 - 1 and its pre-shifted bound * M + 2^(S-1) <= 2^31 - 1 (P = 0: none)."""
+    from .quant.fixedpoint import prescaled_bound
+
+    pre = np.zeros(len(bound), np.int64) if pre is None else pre
+    for b, m, s, p in zip(bound, mult, shift, pre):
+        if int(b) + ((1 << int(p)) >> 1) > INT32_MAX:
+            return False
+        if prescaled_bound(int(b), int(p)) * int(m) + (1 << (int(s) - 1)) > INT32_MAX:
+            return False
+    return True
 
 
 def check_limits(fields: tuple, sections: dict) -> None:
     """Every documented range and type (docs/format.md, "Limits"), before anything is used."""
     n_in, hidden, n_cls, n_layers, lut_shift, out_frac = fields[4:10]
-    for (name, (lo, hi)), value in zip(HEADER_LIMITS.items(), (n_in, hidden, n_cls, n_layers, lut_shift, out_frac)):
+    state = fields[13]
+    for (name, (lo, hi)), value in zip(HEADER_LIMITS.items(),
+                                       (n_in, hidden, n_cls, n_layers, lut_shift, out_frac, state)):
         if not lo <= value <= hi:
             raise BlobError(f"model blob header {name} = {value} is outside {lo}..{hi}")
+    wide = STATE_BITS[state] == 16
+    if wide and hidden > WIDE_MAX_HIDDEN:
+        raise BlobError(f"model blob header H = {hidden} is outside 1..{WIDE_MAX_HIDDEN} (16-bit state)")
+    if wide and fields[10] == HEAD_KINDS.index("anomaly"):
+        raise BlobError("model blob has an anomaly head with a 16-bit state (anomaly models keep 8 bits)")
     for (tag, layer), value in sections.items():
         limit = LIMITS.get(tag)
         if limit is None or (limit[1] and layer >= n_layers) or (not limit[1] and layer != NO_LAYER):
@@ -264,21 +302,25 @@ def check_limits(fields: tuple, sections: dict) -> None:
             raise BlobError(f"model blob section {where} holds a value outside {lo}..{hi}")
     # the int32 proof, from the weights stored (the reference checks it again as it runs)
     abs_sum = lambda w, rows: np.abs(w.astype(np.int64)).reshape(rows, -1).sum(axis=1)
+    h_bound = 1 << (STATE_BITS[state] - 1)  # |h| at most
+    pre = (lambda tag, k, rows: sections.get((tag, k)) if wide else np.zeros(rows, np.int64))
     for k in range(n_layers):
         rows = 4 * hidden
         width = {b"WX__": n_in if k == 0 else hidden, b"WH__": hidden}
         sec = {t: sections.get((t, k)) for t in (b"WX__", b"WH__", b"BX__", b"MX__", b"SX__", b"MH__", b"SH__")}
+        sec[b"PX__"], sec[b"PH__"] = pre(b"PX__", k, rows), pre(b"PH__", k, rows)
         if any(v is None or v.size != rows * width.get(t, 1) for t, v in sec.items()):
             continue  # missing or miscounted: unpack names it
-        bound_x = np.abs(sec[b"BX__"].astype(np.int64)) + 128 * abs_sum(sec[b"WX__"], rows)
-        bound_h = 128 * abs_sum(sec[b"WH__"], rows)
-        if not (_fits_int32(bound_x, sec[b"MX__"], sec[b"SX__"]) and _fits_int32(bound_h, sec[b"MH__"], sec[b"SH__"])):
+        bound_x = np.abs(sec[b"BX__"].astype(np.int64)) + (128 if k == 0 else h_bound) * abs_sum(sec[b"WX__"], rows)
+        bound_h = h_bound * abs_sum(sec[b"WH__"], rows)
+        if not (_fits_int32(bound_x, sec[b"MX__"], sec[b"SX__"], sec[b"PX__"])
+                and _fits_int32(bound_h, sec[b"MH__"], sec[b"SH__"], sec[b"PH__"])):
             raise BlobError(f"model blob layer {k}: a gate's rescaling can overflow int32")
-    head = [sections.get((t, NO_LAYER)) for t in (b"WD__", b"BD__", b"MD__", b"SD__")]
+    head = [sections.get((t, NO_LAYER)) for t in (b"WD__", b"BD__", b"MD__", b"SD__")] + [pre(b"PD__", NO_LAYER, n_cls)]
     if all(v is not None for v in head) and head[0].size == n_cls * hidden and \
             all(v.size == n_cls for v in head[1:]):
-        bound = np.abs(head[1].astype(np.int64)) + 128 * abs_sum(head[0], n_cls)
-        if not _fits_int32(bound, head[2], head[3]):
+        bound = np.abs(head[1].astype(np.int64)) + h_bound * abs_sum(head[0], n_cls)
+        if not _fits_int32(bound, head[2], head[3], head[4]):
             raise BlobError("model blob head: a class's rescaling can overflow int32")
     inputs = [sections.get((t, NO_LAYER)) for t in (b"INMU", b"INBI")]
     if all(v is not None and v.size == n_in for v in inputs):
@@ -289,7 +331,7 @@ def check_limits(fields: tuple, sections: dict) -> None:
 def unpack(blob: bytes) -> QuantModel:
     fields = check(blob)
     (_, _, _, total, n_in, hidden, n_cls, n_layers, lut_shift, out_frac, head_kind,
-     n_sections, dir_offset, _) = fields
+     n_sections, dir_offset, state) = fields
     if head_kind >= len(HEAD_KINDS):
         raise BlobError(f"model blob head kind {head_kind} is unknown (0 classifier, 1 anomaly)")
     sections: dict[tuple[bytes, int], object] = {}
@@ -323,6 +365,8 @@ def unpack(blob: bytes) -> QuantModel:
     if not n_table:
         raise BlobError(f"model blob lut_shift {lut_shift} is out of range")
     inputs = InputQuant(*(get(t, (n_in,)) for t in (b"INRU", b"INMU", b"INBI", b"INSH", b"INSC", b"INZP")))
+    h_bits = STATE_BITS[state]  # checked by check_limits
+    pre = (lambda tag, rows, layer=NO_LAYER: get(tag, (rows,), layer)) if h_bits == 16 else (lambda *_: None)
     layers = []
     for k in range(n_layers):
         width = n_in if k == 0 else hidden
@@ -330,9 +374,10 @@ def unpack(blob: bytes) -> QuantModel:
         layers.append(QuantLayer(
             get(b"WX__", (rows, width), k), get(b"WH__", (rows, hidden), k),
             get(b"BX__", (rows,), k), get(b"MX__", (rows,), k), get(b"SX__", (rows,), k),
-            get(b"MH__", (rows,), k), get(b"SH__", (rows,), k), int(get(b"CFRC", (1,), k)[0])))
+            get(b"MH__", (rows,), k), get(b"SH__", (rows,), k), int(get(b"CFRC", (1,), k)[0]),
+            pre(b"PX__", rows, k), pre(b"PH__", rows, k)))
     head = QuantHead(get(b"WD__", (n_cls, hidden)), get(b"BD__", (n_cls,)),
-                     get(b"MD__", (n_cls,)), get(b"SD__", (n_cls,)), out_frac)
+                     get(b"MD__", (n_cls,)), get(b"SD__", (n_cls,)), out_frac, pre(b"PD__", n_cls))
     try:
         names = sections.get((b"NAME", NO_LAYER), b"").decode("utf-8")
     except UnicodeDecodeError:
@@ -354,7 +399,7 @@ def unpack(blob: bytes) -> QuantModel:
     frontend = _frontend(get, sections, n_in) if (b"FEPR", NO_LAYER) in sections else None
     return QuantModel(inputs, layers, head, get(b"SIGM", (n_table,)), get(b"TANH", (n_table,)),
                       get(b"EXPN", (n_table,)), lut_shift, labels,
-                      sections.get((b"FPRT", NO_LAYER), b""), anomaly, frontend)
+                      sections.get((b"FPRT", NO_LAYER), b""), anomaly, frontend, h_bits)
 
 
 def _frontend(get, sections, n_in: int):

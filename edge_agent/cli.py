@@ -71,22 +71,22 @@ def cmd_quantize(args) -> int:
     if data.frontend is not None:
         from .quant.frontend import quantize_with_frontend
 
-        qm = quantize_with_frontend(fm, x, data.frontend, lengths)
+        qm = quantize_with_frontend(fm, x, data.frontend, lengths, h_bits=_state_bits(args.state_bits))
     else:
         from .quant.calibrate import quantize_calibrated
 
-        qm, chosen = quantize_calibrated(fm, x, lengths, args.calibration)
+        qm, chosen = quantize_calibrated(fm, x, lengths, args.calibration, state_bits=args.state_bits)
     blob.write(qm, args.out)
     print(f"wrote {args.out}: {len(blob.pack(qm))} bytes, {len(qm.layers)} layer(s), "
           f"hidden {qm.hidden}, {qm.n_classes} classes, calibrated on {len(x)} windows"
           + ("" if chosen is None else
-             f" ({chosen['chosen']} calibration, float/int8 agreement there "
-             f"{chosen['candidates'][chosen['chosen']]['agreement']:.3f})"))
-    if chosen is not None and chosen["candidates"][chosen["chosen"]]["agreement"] < 0.99:
+             f" ({chosen['chosen']} calibration, {chosen['h_bits']}-bit state, float/int8 agreement "
+             f"{chosen['agreement']:.3f} on held-out calibration windows)"))
+    if chosen is not None and chosen["agreement"] < 0.99:
         # measured on long windows (bench/long_windows.py): int8 state noise adds up over many steps
-        print(f"note: the int8 model's decisions differ from the float model's on "
-              f"{1 - chosen['candidates'][chosen['chosen']]['agreement']:.1%} of the calibration windows; "
-              f"fine-tuning with `edge-agent train --qat` trains through the int8 grids", file=sys.stderr)
+        print(f"note: the quantized model's decisions differ from the float model's on "
+              f"{1 - chosen['agreement']:.1%} of the held-out calibration windows; "
+              f"fine-tuning with `edge-agent train --qat` trains through the integer grids", file=sys.stderr)
     if args.report:
         report = error_report(fm, qm, x, lengths)
         write_text_atomic(args.report, json.dumps(report, indent=1) + "\n")
@@ -134,14 +134,20 @@ def cmd_evaluate(args) -> int:
 
 def cmd_train(args) -> int:
     from . import config, dataset
-    from .learn.train import TrainConfig, check_config, planned_epochs, train
+    from .learn.train import AUDIO_RECIPE, TrainConfig, check_config, planned_epochs, train
 
     if args.task == "anomaly" or (args.task is None and config.load(args.config).task == "anomaly"):
         return _train_anomaly(args)
-    cfg = TrainConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs, seed=args.seed,
+    # WAV clips: the audio recipe for every flag not given (learn/train.py AUDIO_RECIPE)
+    recipe = AUDIO_RECIPE if dataset.is_wav_folder(Path(args.data)) else {}
+    given = lambda name, default: getattr(args, name) if getattr(args, name) is not None \
+        else recipe.get(name, default)
+    cfg = TrainConfig(hidden=given("hidden", 32), layers=args.layers, epochs=given("epochs", None), seed=args.seed,
                       batch=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience,
                       weight_decay=args.weight_decay, refit=args.refit, qat_epochs=args.qat_epochs,
-                      qat_lr=args.qat_lr)
+                      qat_lr=args.qat_lr, label_smoothing=given("label_smoothing", 0.0),
+                      time_mask=given("time_mask", 0), channel_mask=given("channel_mask", 0),
+                      tilt=given("tilt", 0.0), class_weights=given("class_weights", True))
     check_config(cfg)  # before loading the data: a bad flag is one line, at once
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz,
@@ -192,7 +198,7 @@ def _train_anomaly(args) -> int:
             bar.update(1)
 
     try:
-        fm, meta, frontend, report = train_from_data(args.data, settings, args.hidden, args.layers, args.epochs,
+        fm, meta, frontend, report = train_from_data(args.data, settings, args.hidden or 32, args.layers, args.epochs,
                                                      args.seed, progress)
     finally:
         if bar:
@@ -206,11 +212,20 @@ def _train_anomaly(args) -> int:
     return 0
 
 
+def _state_bits(value: str) -> int:
+    """--state-bits as a fixed width: the front-end path does not choose one, so auto is 8 there."""
+    if value not in ("auto", "8", "16"):
+        raise UserError(f"--state-bits {value!r}: choose from auto, 8, 16")
+    return 8 if value == "auto" else int(value)
+
+
 def _quantize_anomaly(args) -> int:
     from . import blob, config
     from .learn.anomaly import load
     from .quant.anomaly import quantize_from_data
 
+    if _state_bits(args.state_bits) == 16:
+        raise UserError("--state-bits 16: an anomaly model keeps an 8-bit hidden state")
     fm, meta, frontend = load(args.model)
     settings = config.load(args.config)
     qm = quantize_from_data(fm, meta, frontend, args.calib, settings, min(args.calib_windows, 500))
@@ -289,18 +304,19 @@ def cmd_replay(args) -> int:
 
 def cmd_dataset(args) -> int:
     if args.task == "keywords":
-        from .keywords import make_corpus
+        from .keywords import corpus_size, make_corpus
 
-        per_class = args.per_class or 300
-        test = args.test_per_class or max(1, per_class // 5)
-        bar = _progress(14 * per_class + 12 * test, "synthesize", False, unit="clip")
+        per_class = args.per_class or 800
+        test = args.test_per_class or max(1, round(per_class * 0.1))
+        bar = _progress(corpus_size(per_class, test), "synthesize", False, unit="clip")
         try:
             counts = make_corpus(args.out, per_class, test, args.seed, progress=bar.update if bar else None)
         finally:
             if bar:
                 bar.close()
         print(f"wrote {args.out}: {counts['clips']} clips of {counts['classes']} classes, "
-              f"{counts['test']} from held-out voices in testing_list.txt")
+              f"{counts['test']} from held-out voices in testing_list.txt, "
+              f"{counts['validation']} from other held-out voices in validation_list.txt")
         return 0
     from .dataset import write_synthetic
 
@@ -400,10 +416,11 @@ def cmd_bridge(args) -> int:
                       args.client_id, log=lambda m: print(f"edge-agent bridge: {m}", file=sys.stderr))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"bridging {args.port} -> {args.mqtt} as {device_id} (queue {args.queue}: "
-          f"{queue.counters()['queued']} waiting)", file=sys.stderr, flush=True)
+    waiting = queue.counters()["queued"]
     try:
-        bridge.run(args.port, b, stop)
+        bridge.run(args.port, b, stop, lambda: print(f"bridging {args.port} -> {args.mqtt} as {device_id} "
+                                                     f"(queue {args.queue}: {waiting} waiting)",
+                                                     file=sys.stderr, flush=True))
     except KeyboardInterrupt:
         pass
     finally:
@@ -441,6 +458,11 @@ COMMANDS = {
                  "keeps the float decisions on the calibration windows"),
         arg("--frontend", choices=["none", "mel", "linear", "log"],
             help="the spectral front-end for WAV data (default: config's frontend.kind; auto: mel)"),
+        arg("--state-bits", default="auto", metavar="BITS",
+            help="hidden state width: 8 (int8, the least RAM and cycles), 16 (int16: closer to the float "
+                 "model over long windows; at most 128 hidden units) or auto (default: 16 only where 8 bits "
+                 "keep under 99%% of the float decisions on held-out calibration windows and 16 keep more; "
+                 "8 for front-end and anomaly models)"),
         CONFIG,
     ]),
     "evaluate": (cmd_evaluate, "float vs int8 accuracy on DATA's test split", [
@@ -460,9 +482,10 @@ COMMANDS = {
         arg("--task", choices=["classify", "anomaly"],
             help="anomaly: predict the next step from normal data only (default: config's task)"),
         arg("--out", required=True, help="model.npz (PyTorch state_dict names) or model.pt (torch.save)"),
-        arg("--hidden", type=int, default=32),
+        arg("--hidden", type=int, help="default 32; WAV clips: 64"),
         arg("--layers", type=int, default=1),
-        arg("--epochs", type=int, help="default: enough for about 1,200 optimizer steps (20 to 600 epochs)"),
+        arg("--epochs", type=int, help="default: enough for about 1,200 optimizer steps (20 to 600 epochs); "
+                                       "WAV clips: 60"),
         arg("--lr", type=float, default=1e-2, help="Adam's learning rate, decaying exponentially to 1/64 of it"),
         arg("--batch-size", type=int, default=32),
         arg("--val-fraction", type=float, default=0.0,
@@ -475,6 +498,14 @@ COMMANDS = {
         arg("--qat", action="store_true", help="then fine-tune through the int8 model's grids (same flags)"),
         arg("--qat-epochs", type=int, default=5),
         arg("--qat-lr", type=float, default=1e-3),
+        arg("--label-smoothing", type=float, help="target 1 - e on the label, e spread over the classes "
+                                                   "(default 0; WAV clips: the audio recipe's)"),
+        arg("--time-mask", type=int, help="SpecAugment: mask up to this many steps per window "
+                                          "(default 0; WAV clips: the audio recipe's)"),
+        arg("--channel-mask", type=int, help="... and up to this many adjacent channels (bands)"),
+        arg("--tilt", type=float, help="a random spectral tilt per window, up to this much across the channels"),
+        arg("--class-weights", action=argparse.BooleanOptionalAction,
+            help="weight each class by the inverse of its share (default on; WAV clips: the audio recipe's)"),
         CONFIG,
     ]),
     "replay": (cmd_replay, "run a recording through a backend; print its detections", [
@@ -518,7 +549,7 @@ COMMANDS = {
         arg("task", choices=["activity", "vibration", "keywords"]),
         arg("--out", required=True, help="keywords: a folder (Speech Commands layout); vibration: a folder "
                                          "(train/, test/ recordings, faults.npz); activity: a DATA .npz"),
-        arg("--per-class", type=int, help="training examples per class (keywords 300, else 500)"),
+        arg("--per-class", type=int, help="training examples per class (keywords 800, else 500)"),
         arg("--test-per-class", type=int, help="test examples per class (from held-out voices for keywords)"),
         arg("--seed", type=int, default=0),
     ]),

@@ -28,6 +28,7 @@ class Dataset:
     class_names: list[str] | None
     frontend: "FrontendParams | None" = None  # WAV data: the front-end that made x from the clips
     skipped: list[str] = field(default_factory=list)  # clips refused, one line each
+    val: Split | None = None  # WAV data: the clips validation_list.txt names (never trained on)
 
 
 def _split(z, path: Path, name: str, channels: int | None) -> Split:
@@ -99,6 +100,7 @@ def from_recordings(folder: Path, window: int, hop: int, rate_hz: float, test_fr
 
 
 TEST_LIST = "testing_list.txt"
+VAL_LIST = "validation_list.txt"
 TEST_PERCENT = 20  # without a testing_list.txt: speakers hashed into the test split
 
 
@@ -137,25 +139,95 @@ def clip_features(clips: list[np.ndarray], frontend: "FrontendParams", seconds: 
     return out
 
 
-def from_wav_folder(folder: Path, frontend: "FrontendParams", progress=None) -> Dataset:
+def _listed(folder: Path, name: str) -> set[str] | None:
+    if not (folder / name).is_file():
+        return None
+    try:
+        return {line.strip() for line in (folder / name).read_text(encoding="utf-8").splitlines() if line.strip()}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{folder / name}: cannot read ({str(exc)[:120]})") from None
+
+
+CACHE_DIR = ".edge-agent-cache"  # inside a WAV folder: features of its clips (from_wav_folder(cache=True))
+
+
+def _cache_key(folder: Path, labels: list[str], frontend: "FrontendParams") -> str:
+    """A digest of everything the features depend on: the front-end's settings and
+    tables, the split lists, and every clip's name, size and modification time."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    digest.update(repr(frontend.ints()).encode())
+    for table in ("window", "cos", "sin", "slot", "weight", "log"):
+        digest.update(np.ascontiguousarray(getattr(frontend, table)).tobytes())
+    for name in (TEST_LIST, VAL_LIST):
+        if (folder / name).is_file():
+            digest.update(name.encode() + (folder / name).read_bytes())
+    for label in labels:
+        for wav in sorted((folder / label).glob("*.wav")):
+            st = wav.stat()
+            digest.update(f"{label}/{wav.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _read_cache(path: Path, labels: list[str]) -> Dataset | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if [str(s) for s in z["labels"].tolist()] != labels:
+                return None
+            splits = {name: Split(z[f"x_{name}"].astype(np.float32), z[f"y_{name}"].astype(np.int64), None)
+                      if f"x_{name}" in z.files else None for name in ("train", "test", "val")}
+            skipped = [str(s) for s in z["skipped"].tolist()]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None  # a damaged or foreign cache: read the clips again
+    return Dataset(splits["train"], splits["test"], labels, None, skipped, splits["val"])
+
+
+def _write_cache(path: Path, data: Dataset) -> None:
+    from .fileio import atomic_open
+
+    arrays = {"labels": np.array(data.class_names), "skipped": np.array(data.skipped, dtype=str)}
+    for name in ("train", "test", "val"):
+        split = getattr(data, name)
+        if split is not None:  # features are int16 values: stored as such
+            arrays[f"x_{name}"], arrays[f"y_{name}"] = split.x.astype(np.int16), split.y
+    try:
+        path.parent.mkdir(exist_ok=True)
+        for old in path.parent.glob("features-*.npz"):  # one cache per folder: the clips' current one
+            old.unlink()
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+    except OSError:
+        pass  # a read-only folder: no cache, nothing lost
+
+
+def from_wav_folder(folder: Path, frontend: "FrontendParams", progress=None, cache: bool = False) -> Dataset:
     """One subfolder per label of WAV clips (16-bit PCM mono at the front-end's
     rate), 1 s each (shorter clips padded with silence). The test split is the
     clips testing_list.txt names, else the speakers (name before _nohash_) whose
-    hash falls in TEST_PERCENT. A clip that cannot be read is skipped and listed."""
+    hash falls in TEST_PERCENT; clips validation_list.txt names are a validation
+    split, never trained on. A clip that cannot be read is skipped and listed.
+    With cache, the features are kept in CACHE_DIR inside the folder, keyed by
+    the front-end and every clip's name, size and time, and read back from there
+    while nothing changed."""
     import zlib
 
     from .recording import read_wav
 
     labels = sorted(d.name for d in folder.iterdir()
                     if d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.wav")))
-    listed = None
-    if (folder / TEST_LIST).is_file():
-        try:
-            listed = {line.strip() for line in (folder / TEST_LIST).read_text(encoding="utf-8").splitlines()
-                      if line.strip()}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{folder / TEST_LIST}: cannot read ({str(exc)[:120]})") from None
-    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], [])}
+    listed = _listed(folder, TEST_LIST)
+    validation = _listed(folder, VAL_LIST) or set()
+    cache_path = None
+    if cache:
+        key = _cache_key(folder, labels, frontend)
+        cache_path = folder / CACHE_DIR / f"features-{key}.npz"
+        if cache_path.is_file():
+            hit = _read_cache(cache_path, labels)
+            if hit is not None:
+                hit.frontend = frontend
+                return hit
+    parts: dict[str, tuple[list, list]] = {"train": ([], []), "test": ([], []), "val": ([], [])}
     skipped = []
     bar = None
     if progress is None:
@@ -180,7 +252,7 @@ def from_wav_folder(folder: Path, frontend: "FrontendParams", progress=None) -> 
             else:
                 speaker = wav.name.split("_nohash_")[0]
                 test = zlib.crc32(speaker.encode()) % 100 < TEST_PERCENT
-            xs, ys = parts["test" if test else "train"]
+            xs, ys = parts["test" if test else "val" if rel in validation else "train"]
             xs.append(samples)
             ys.append(k)
             if progress is not None:
@@ -192,19 +264,24 @@ def from_wav_folder(folder: Path, frontend: "FrontendParams", progress=None) -> 
             raise UserError(f"{folder}: no readable {split} clips ({len(skipped)} skipped"
                             + (f"; first: {skipped[0]}" if skipped else "") + ")")
     make = lambda xs, ys: Split(clip_features(xs, frontend), np.array(ys, np.int64), None)
-    return Dataset(make(*parts["train"]), make(*parts["test"]), labels, frontend, skipped)
+    data = Dataset(make(*parts["train"]), make(*parts["test"]), labels, frontend, skipped,
+                   make(*parts["val"]) if parts["val"][0] else None)
+    if cache_path is not None:
+        _write_cache(cache_path, data)
+    return data
 
 
 def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 50.0,
-         frontend: "FrontendParams | None" = None) -> Dataset:
+         frontend: "FrontendParams | None" = None, cache: bool = False) -> Dataset:
     """DATA: an .npz, a folder of labelled CSV recordings cut by window/hop, or a
-    folder of WAV clips (one subfolder per label) through `frontend`."""
+    folder of WAV clips (one subfolder per label) through `frontend` (with cache:
+    features kept beside the clips, from_wav_folder)."""
     path = Path(path)
     if is_wav_folder(path):
         if frontend is None:
             raise UserError(f"{path}: WAV clips need a spectral front-end (a model blob with one; "
                             "config.yaml frontend.kind other than none)")
-        return from_wav_folder(path, frontend)
+        return from_wav_folder(path, frontend, cache=cache)
     if path.is_dir():
         return from_recordings(path, window, hop, rate_hz)
     if not path.is_file():

@@ -68,7 +68,10 @@ class _BoardLink:
             for msg in self.reader.feed(chunk):
                 self.messages.put(msg)
 
-    def wait_for(self, kind: str, timeout: float, where=lambda p: True) -> dict:
+    def wait_for(self, kind: str, timeout: float, where=lambda p: True, stall: float = 0.0) -> dict:
+        """The first `kind` message that passes `where`. Gives up after `timeout`
+        s, or, with `stall`, only once the board has also sent nothing for that
+        long: a board still detecting or reporting status is still working."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
@@ -78,6 +81,7 @@ class _BoardLink:
             if msg.kind == kind and where(msg.payload):
                 return msg.payload
             self.other.append(msg)
+            end = max(end, time.monotonic() + stall)
         raise UserError(f"the board sent no '{kind}' within {timeout:.0f} s: is the runner flashed and running?")
 
     def close(self) -> None:
@@ -104,7 +108,7 @@ def _send_lines(board: _BoardLink, raw: np.ndarray, rate_hz: float, realtime: bo
 def _collect(board: _BoardLink, kind: str, last_sample: int, n_sent: int) -> list[dict]:
     """Once the board's status says it has taken every sample sent, its `kind` messages."""
     board.serial.write(link.command_line({"status": True}))
-    board.wait_for("status", 60 + n_sent * 0.01, lambda p: p["samples"] >= last_sample)
+    board.wait_for("status", 60 + n_sent * 0.01, lambda p: p["samples"] >= last_sample, stall=60)
     found = [m.payload for m in board.other if m.kind == kind]
     while not board.messages.empty():
         msg = board.messages.get()

@@ -146,24 +146,30 @@ class CortexM:
         return self.uc.reg_read(UC_ARM_REG_R0)
 
 
-class ThumbMatvec:
-    """device/kernel_thumb.matvec on the emulated core: out = w @ x over bytes."""
+MATVEC, MATVEC16 = 0, 2  # their places in device/kernel_thumb.py (lstm_update is 1)
 
-    def __init__(self, mpy: bytes | None = None):
+
+class ThumbMatvec:
+    """device/kernel_thumb.matvec on the emulated core: out = w @ x over bytes; or,
+    function=MATVEC16, matvec16: x uint16."""
+
+    def __init__(self, mpy: bytes | None = None, function: int = MATVEC):
         funcs = asm_functions(mpy if mpy is not None else compile_kernel())
-        if not funcs or funcs[0].n_args != 4:  # matvec comes first; lstm_update follows
-            raise ValueError("device/kernel_thumb.py should define matvec(r0, r1, r2, r3) first")
-        self.code = funcs[0].code
+        if len(funcs) <= function or funcs[function].n_args != 4:
+            raise ValueError("device/kernel_thumb.py should define matvec, lstm_update, matvec16 "
+                             "(r0, r1, r2, r3), in that order")
+        self.code = funcs[function].code
+        self.x_type = np.dtype("<u2" if function == MATVEC16 else np.uint8)
         self.cpu = CortexM(self.code)
 
     def __call__(self, w: np.ndarray, x: np.ndarray, count: bool = False) -> np.ndarray:
         rows, n = w.shape
-        x_at, w_at = RAM_BASE, RAM_BASE + ((n + 3) & ~3)
+        x_at, w_at = RAM_BASE, RAM_BASE + ((n * self.x_type.itemsize + 3) & ~3)
         out_at = w_at + ((rows * n + 3) & ~3)
         if out_at + 4 * rows > RAM_BASE + RAM_SIZE - 1024:
             raise ValueError("matrix too large for the emulated SRAM")
         mem = self.cpu.uc
-        mem.mem_write(x_at, np.ascontiguousarray(x, np.uint8).tobytes())
+        mem.mem_write(x_at, np.ascontiguousarray(x, self.x_type).tobytes())
         mem.mem_write(w_at, np.ascontiguousarray(w, np.uint8).tobytes())
         mem.mem_write(out_at, b"\xa5" * (4 * rows))  # junk: every row must be written
         self.cpu.call(x_at, w_at, out_at, n | rows << 16, count=count)

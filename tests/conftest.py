@@ -73,6 +73,19 @@ class Broker:
             self.proc.wait(timeout=10)
 
 
+@pytest.fixture(autouse=True)
+def reap_cli():
+    """A test that fails mid-way (a timeout) must not leave a monitor or bridge running."""
+    yield
+    from mqtt_helpers import STARTED
+
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.fixture
 def broker(tmp_path):
     b = Broker(tmp_path).start()

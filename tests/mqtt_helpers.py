@@ -71,10 +71,15 @@ class Board:
         self.vboard.stop()
 
 
+STARTED: list[subprocess.Popen] = []  # conftest's reap_cli kills what a failed test left running
+
+
 def edge_agent(*args, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), **kw.pop("env", {}))
-    return subprocess.Popen([sys.executable, "-m", "edge_agent", *map(str, args)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
+    STARTED.append(proc)
+    return proc
 
 
 def seqs(stdout: str, device_id: str | None = None) -> list[int]:
@@ -112,3 +117,24 @@ class Subscriber:
     def close(self):
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def says(proc: subprocess.Popen, words: str, timeout: float = 60) -> None:
+    """Wait for a line holding `words` on proc's stderr (a fixed sleep is too
+    short on a loaded machine)."""
+    import select
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if select.select([proc.stderr], [], [], 0.5)[0]:
+            line = proc.stderr.readline()
+            if words in line:
+                return
+            if not line:
+                raise AssertionError(f"{proc.args[3]} ended before saying {words!r} (status {proc.wait()})")
+    raise AssertionError(f"{proc.args[3]} did not say {words!r} within {timeout:.0f} s")
+
+
+def listening(monitor: subprocess.Popen) -> None:
+    """The broker has acknowledged the monitor's subscriptions."""
+    says(monitor, "listening on")

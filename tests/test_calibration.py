@@ -45,20 +45,50 @@ def small_model():
     return model, x
 
 
-def test_auto_keeps_the_candidate_that_agrees_most(small_model):
+def test_auto_keeps_the_candidate_that_agrees_most_on_held_out_windows(small_model):
     model, x = small_model
     qm, report = quantize_calibrated(model, x)
     scores = report["candidates"]
     assert set(scores) == set(CALIBRATIONS) | {f"{c}+bias" for c in CALIBRATIONS}
     best = max(s["agreement"] for s in scores.values())
-    assert scores[report["chosen"]]["agreement"] == best
+    assert scores[report["chosen"]]["agreement"] == best == report["agreement"]
     name = report["chosen"]
     again = quantize(model, x, calibration=name.removesuffix("+bias"), bias_correction=name.endswith("+bias"))
-    assert pack(qm) == pack(again)
+    assert pack(qm) == pack(again)  # the chosen one, quantized again on every window
     forced, report = quantize_calibrated(model, x, calibration="percentile")
     assert report["chosen"] == "percentile" and list(report["candidates"]) == ["percentile"]
     with pytest.raises(UserError, match="calibration"):
         quantize(model, x, calibration="nope")
+    with pytest.raises(UserError, match="--state-bits"):
+        quantize_calibrated(model, x, state_bits="12")
+
+
+def test_candidates_are_judged_on_windows_they_were_not_calibrated_on(small_model):
+    """Each fold's blob is calibrated on one half and judged on the other (a
+    candidate judged on its own windows is flattered by its ranges); the chosen
+    one is then calibrated on every window."""
+    from edge_agent.quant import calibrate
+
+    model, x = small_model
+    folds = calibrate._folds(len(x))
+    assert len(folds) == 2
+    for fit, judge in folds:
+        assert len(np.intersect1d(fit, judge)) == 0 and len(fit) + len(judge) == len(x)
+    seen = []
+    real = calibrate.quantize
+
+    def spy(model_, calib, *args, **kwargs):
+        seen.append(len(calib))
+        return real(model_, calib, *args, **kwargs)
+
+    calibrate.quantize = spy
+    try:
+        _, report = quantize_calibrated(model, x, calibration="minmax")
+    finally:
+        calibrate.quantize = real
+    assert seen == [len(folds[0][0]), len(folds[1][0]), len(x)]  # two folds, then all windows
+    (fit, judge), = calibrate._folds(3)  # too few to split: judged on themselves
+    assert np.array_equal(fit, judge)
 
 
 def test_cli_quantize_calibration_flag(tmp_path, demo_paths):
@@ -81,3 +111,17 @@ def test_bias_correction_moves_only_the_biases(small_model):
         assert not np.array_equal(a.bx, b.bx)
         # a correction of the weights' rounding, not a new bias: at most a few input steps per row
         assert np.abs(a.bx.astype(np.int64) - b.bx).max() <= 4 * 127 * a.wx.shape[1]
+
+
+def test_auto_state_width_takes_16_bits_only_where_8_lose_decisions(small_model):
+    from test_state16 import exact_model
+
+    model, x = small_model  # 8 bits keep the float decisions here: 16 is not even tried
+    qm, report = quantize_calibrated(model, x, state_bits="auto")
+    assert report["agreement"] >= 0.99 and report["h_bits"] == qm.h_bits == 8
+    assert not any(name.endswith("/h16") for name in report["candidates"])
+    fm, windows = exact_model(2)  # long memory, exact weights and inputs: the state's resolution decides
+    qm, report = quantize_calibrated(fm, windows, state_bits="auto")
+    best8 = max(s["agreement"] for n, s in report["candidates"].items() if not n.endswith("/h16"))
+    assert best8 < 0.99
+    assert report["h_bits"] == qm.h_bits == 16 and report["agreement"] > best8

@@ -60,27 +60,33 @@ def test_thumb_kernel_writes_only_its_rows(kernel):
     assert bytes(kernel.cpu.uc.mem_read(out_at + 20, 8)) == b"\x5a" * 8
 
 
-def test_thumb_kernel_equals_viper_kernel(kernel, tmp_path):
-    """The same inputs through kernels.matvec_viper under the real MicroPython
-    unix port: the Thumb kernel is a drop-in for the kernel the cell is proven with."""
-    rng = np.random.default_rng(7)
-    cases = [_case(rng, rows, n) for rows, n in SHAPES[:5]]
-    script = tmp_path / "viper.py"
+def viper_matvec(tmp_path, kernel: str, x_array: str, cases) -> list[list[int]]:
+    """kernels.<kernel> on each (w, x) case under the real MicroPython unix port;
+    x_array: how the script holds x (bytearray(x), array.array('H', x))."""
+    script = tmp_path / f"{kernel}.py"
     script.write_text(
         "import json, sys, array, kernels\n"
         "for w, x in json.load(open(sys.argv[1])):\n"
         "    rows, n = len(w) // len(x), len(x)\n"
         "    out = array.array('i', [0] * rows)\n"
-        "    kernels.matvec_viper(kernels.address(bytearray(x)), kernels.address(bytearray(w)),\n"
-        "                         kernels.address(out), n | rows << 16)\n"
+        f"    kernels.{kernel}(kernels.address({x_array}), kernels.address(bytearray(w)),\n"
+        "                     kernels.address(out), n | rows << 16)\n"
         "    print(json.dumps(list(out)))\n")
-    data = tmp_path / "cases.json"
+    data = tmp_path / f"{kernel}.json"
     data.write_text(json.dumps([[w.ravel().tolist(), x.tolist()] for w, x in cases]))
     out = subprocess.run([unixport.binary(), str(script), str(data)], capture_output=True, text=True,
                          env={"MICROPYPATH": f"{unixport.DEVICE_DIR}:.frozen"}, check=True).stdout
-    viper = [json.loads(line) for line in out.splitlines()]
-    assert len(viper) == len(cases)
-    for (w, x), got in zip(cases, viper):
+    got = [json.loads(line) for line in out.splitlines()]
+    assert len(got) == len(cases)
+    return got
+
+
+def test_thumb_kernel_equals_viper_kernel(kernel, tmp_path):
+    """The same inputs through kernels.matvec_viper under the real MicroPython
+    unix port: the Thumb kernel is a drop-in for the kernel the cell is proven with."""
+    rng = np.random.default_rng(7)
+    cases = [_case(rng, rows, n) for rows, n in SHAPES[:5]]
+    for (w, x), got in zip(cases, viper_matvec(tmp_path, "matvec_viper", "bytearray(x)", cases)):
         assert kernel(w, x).tolist() == got
 
 
@@ -103,3 +109,34 @@ def test_flash_sends_the_thumb_kernel_to_arm_boards_only():
     assert "kernel_thumb.py" not in runner_files("xtensawin")
     assert "kernel_thumb.py" not in runner_files("x64")  # the virtual board
     assert set(runner_files("armv6m")) - set(runner_files("xtensawin")) == {"kernel_thumb.py", "frontend_thumb.py"}
+
+
+# ---- matvec16: a 16-bit state's matvec (docs/arithmetic.md, "16-bit hidden state") ----
+
+SHAPES16 = [(1, 8), (3, 16), (128, 40), (13, 128), (4, 128)]  # n <= 128: the sums' int32 proof
+
+
+@pytest.fixture(scope="module")
+def kernel16():
+    return armv6m.ThumbMatvec(armv6m.compile_kernel("armv6m"), armv6m.MATVEC16)
+
+
+def _case16(rng, rows, n, fill=None):
+    if fill is not None:
+        return np.full((rows, n), fill[0]), np.full(n, fill[1])
+    return rng.integers(0, 256, (rows, n)), rng.integers(0, 65536, n)
+
+
+@pytest.mark.parametrize("rows,n", SHAPES16)
+def test_thumb_matvec16_equals_numpy_and_viper(kernel16, tmp_path, rows, n):
+    """Random, all zero, and every product at its largest (65535 * 255 * 128 < 2^31)."""
+    rng = np.random.default_rng(rows * 1000 + n)
+    cases = [_case16(rng, rows, n, fill) for fill in (None, (0, 0), (255, 65535))]
+    for w, x in cases:
+        assert np.array_equal(kernel16(w, x), w.astype(np.int64) @ x)
+    for (w, x), got in zip(cases, viper_matvec(tmp_path, "matvec16_viper", "array.array('H', x)", cases)):
+        assert kernel16(w, x).tolist() == got
+
+
+def test_thumb_matvec16_is_thumb1_only(kernel16):
+    assert armv6m.wide_instructions(kernel16.code) == []

@@ -160,3 +160,39 @@ def test_bridge_never_publishes_non_finite_numbers(tmp_path, broker):
                                  '"score": 0.5}'))
     with pytest.raises(ValueError):
         mqtt.board_message("edge", "x", "b", "det", det(1, score=float("inf")))
+
+
+def test_replay_waits_for_a_slow_board_while_it_keeps_talking():
+    """A board that takes longer than the wait's budget to work through its
+    input, but keeps sending status lines meanwhile, is waited for; one that
+    falls silent is given up on with one line. The "board" is a thread writing
+    the runner's frames on a real pseudo-terminal: what is under test is the
+    host's wait, and a slow chip cannot be made on demand."""
+    import threading
+
+    from edge_agent.board.link import frame
+    from edge_agent.errors import UserError
+    from edge_agent.replay import _BoardLink
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    board = _BoardLink(os.ttyname(slave))
+    try:
+        def busy_board():
+            for samples in range(1, 9):  # 8 status lines 0.25 s apart: 2 s in all
+                time.sleep(0.25)
+                os.write(master, frame("status", {"samples": samples}).encode())
+
+        talker = threading.Thread(target=busy_board)
+        talker.start()
+        done = board.wait_for("status", 1.0, lambda p: p["samples"] >= 8, stall=1.0)
+        talker.join()
+        assert done["samples"] == 8
+        start = time.monotonic()
+        with pytest.raises(UserError, match="sent no 'status'"):
+            board.wait_for("status", 0.5, lambda p: p["samples"] >= 9, stall=1.0)  # silent: no extension
+        assert time.monotonic() - start < 1.0
+    finally:
+        board.close()
+        os.close(master)
+        os.close(slave)

@@ -15,7 +15,7 @@ from pathlib import Path
 from conftest import Broker
 
 ROOT = Path(__file__).resolve().parents[1]
-from mqtt_helpers import Board, Subscriber, edge_agent, seqs, settings_for
+from mqtt_helpers import Board, Subscriber, edge_agent, listening, says, seqs, settings_for
 
 N = 40  # detections per test (window = hop = 5 samples)
 
@@ -30,7 +30,7 @@ def test_board_publishes_and_monitor_gets_all_in_order(tmp_path, broker):
     board = Board(tmp_path / "b", settings_for(broker.url, "edge-01"))
     try:
         monitor = edge_agent("monitor", "--mqtt", broker.url, "--json", "--count", N)
-        time.sleep(1.0)
+        listening(monitor)
         board.samples(5 * N)
         out = wait_done(monitor)
     finally:
@@ -65,7 +65,7 @@ def test_broker_outage_nothing_lost_from_board(tmp_path, broker):
     board = Board(tmp_path / "b", settings_for(broker.url, "edge-02"))
     try:
         monitor = edge_agent("monitor", "--mqtt", broker.url, "--json", "--count", N, "--client-id", "mon-a")
-        time.sleep(1.0)
+        listening(monitor)
         board.samples(5 * N // 2)
         time.sleep(1.0)
         broker.stop()
@@ -86,7 +86,8 @@ def test_broker_outage_and_bridge_restart_nothing_lost(tmp_path, broker):
     try:
         bridge = edge_agent(*bridge_args)
         monitor = edge_agent("monitor", "--mqtt", broker.url, "--json", "--count", N, "--client-id", "mon-b")
-        time.sleep(1.5)
+        listening(monitor)
+        says(bridge, "bridging")  # the port is open: what the board says now is read
         board.samples(5 * N // 2)
         time.sleep(1.5)
         broker.stop()
@@ -95,7 +96,7 @@ def test_broker_outage_and_bridge_restart_nothing_lost(tmp_path, broker):
         bridge.send_signal(signal.SIGKILL)  # the bridge dies with messages queued
         bridge.wait()
         bridge = edge_agent(*bridge_args)
-        time.sleep(1.5)
+        says(bridge, "bridging")
         board.samples(5 * N // 4)
         time.sleep(2)
         broker.start()
@@ -144,7 +145,8 @@ def test_acl_confines_device_to_its_topics(secure_broker):
 
 def test_shared_subscription_splits_the_stream(tmp_path, broker):
     monitors = [edge_agent("monitor", "--mqtt", broker.url, "--json", "--group", "fleet") for _ in range(2)]
-    time.sleep(1.5)
+    for monitor in monitors:
+        listening(monitor)
     replay = edge_agent("replay", "--mqtt", broker.url, "--device-id", "edge-09", "--json", "--hop", "25",
                         cwd=tmp_path)
     out, err = replay.communicate(timeout=120)
@@ -171,7 +173,7 @@ def test_tls_end_to_end(tmp_path):
     url = b.url.replace("mqtt://", "mqtts://")
     try:
         monitor = edge_agent("monitor", "--mqtt", url, "--tls-ca", cert, "--json", "--count", 5)
-        time.sleep(1.5)
+        listening(monitor)
         replay = edge_agent("replay", "--mqtt", url, "--tls-ca", cert, "--device-id", "tls-01", "--json",
                             cwd=tmp_path)
         assert replay.communicate(timeout=60)[0].count("\n") >= 5

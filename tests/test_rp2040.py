@@ -22,7 +22,7 @@ from edge_agent.learn import model as fmodel
 from edge_agent.quant import quantize
 from edge_agent.reference.lstm import IntegerLSTM, Trace
 from edge_agent.replay import detections
-from test_device_conformance import extreme_inputs, random_quant_model
+from test_device_conformance import assert_traces_equal, extreme_inputs, random_quant_model
 
 pytestmark = pytest.mark.rp2040
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +122,7 @@ def _run_windows(repl: RawRepl, qm, x_q, lengths):
                     " print(binascii.b2a_base64(b).decode().strip())\nf.close()")
     data = b"".join(base64.b64decode(line) for line in out.split())
     return unixport.read_windows(data, len(x_q), x_q.shape[1], lengths, True, len(qm.layers),
-                                 qm.hidden, qm.n_classes)
+                                 qm.hidden, qm.n_classes, qm.h_bits)
 
 
 def test_cell_bit_exact_on_arm(board):
@@ -150,6 +150,27 @@ def test_cell_bit_exact_on_arm(board):
             saturated_c += any(np.abs(cc).max() >= 32767 for cc in trace.cell)
             saturated_h += any(hh.max() == 127 or hh.min() == -128 for hh in trace.hidden)
         assert saturated_c >= 1 and saturated_h >= 3  # the clamps were exercised
+        repl.exec("import os\nfor f in ('m.bin', 'in.bin', 'out.bin', 'evalfile.py'):\n os.remove(f)")
+    finally:
+        repl.close()
+
+
+def test_state16_bit_exact_on_arm(board, settings, demo_paths):
+    """A 16-bit state on ARM (the Thumb matvec16 and 32-bit viper lstm_update): two random
+    models, 1 and 3 layers, every layer's h and c after every step, and the logits, equal
+    the reference."""
+    flash.flash(settings, demo_paths["blob"], board.port, progress=False)  # device/, when run alone (-k)
+    repl = RawRepl(board.port)
+    try:
+        repl.enter()
+        repl.write_file("evalfile.py", (unixport.DEVICE_DIR / "evalfile.py").read_bytes())
+        repl.exec("import binascii, evalfile")
+        for seed, layers in ((4000, 1), (4001, 3)):
+            qm, rng = random_quant_model(seed, layers, h_bits=16)
+            x_q = extreme_inputs(rng, (3, 12, qm.n_inputs))
+            lengths = np.array([12, int(rng.integers(1, 12)), 12])
+            got, h, c = _run_windows(repl, qm, x_q, lengths)
+            assert_traces_equal(qm, x_q, lengths, got, h, c, f"seed {seed}")
         repl.exec("import os\nfor f in ('m.bin', 'in.bin', 'out.bin', 'evalfile.py'):\n os.remove(f)")
     finally:
         repl.close()

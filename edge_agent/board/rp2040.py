@@ -15,16 +15,14 @@ whatever was last written there, so only benches and tests use it.
 from __future__ import annotations
 
 import os
-import pty
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
-import tty
 from pathlib import Path
 
 from ..errors import UserError
+from .ptyboard import PtyBoard, die_with_parent
 
 JS_DIR = Path(__file__).with_name("rp2040js")
 FIRMWARE_ENV = "EDGE_AGENT_FIRMWARE_DIR"
@@ -71,63 +69,32 @@ def node_command() -> list[str]:
     return [node, str(JS_DIR / "emulator.mjs")]
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the board's owner goes away without stop()."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class RP2040Board:
-    """Same interface as VirtualBoard: port, dir, resets, start(), stop(), a context manager."""
-
+class RP2040Board(PtyBoard):
     def __init__(self, flash_dir: str | Path | None = None, firmware: str | Path | None = None,
                  log=None, boot_timeout: float = 60):
         self.uf2, self.bootrom = find_firmware(firmware)
         self.command = node_command()
-        self._tmp = None
-        if flash_dir is None:
-            self._tmp = tempfile.mkdtemp(prefix="edge-agent-rp2040-")
-            flash_dir = self._tmp
-        self.dir = Path(flash_dir).resolve()
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{self.dir}: cannot use as the board's flash ({exc.strerror})") from None
-        self.log = log or (lambda msg: None)
+        super().__init__(flash_dir, log, "edge-agent-rp2040-")
         self.boot_timeout = boot_timeout
-        self.master, self.slave = pty.openpty()
-        tty.setraw(self.slave)  # no echo, no line editing, no CR/LF rewriting
         os.set_blocking(self.master, False)  # the emulator polls it between slices
-        self.port = os.ttyname(self.slave)
-        self.resets = 0
         self.events: list[str] = []
         self._changed = threading.Condition()
         self._stderr: list[str] = []
         self._proc: subprocess.Popen | None = None
-        self._stopped = False
 
-    def start(self) -> "RP2040Board":
-        import atexit
-
+    def _start(self) -> None:
         args = self.command + ["--uf2", str(self.uf2), "--bootrom", str(self.bootrom),
                                "--flash", str(self.dir / FLASH_FILE), "--fd", str(self.master)]
         self._proc = subprocess.Popen(args, pass_fds=(self.master,), stdin=subprocess.DEVNULL,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                      start_new_session=True, preexec_fn=_die_with_parent)
+                                      start_new_session=True, preexec_fn=die_with_parent)
         threading.Thread(target=self._read_events, daemon=True).start()
         threading.Thread(target=self._read_stderr, daemon=True).start()
-        atexit.register(self.stop)
         try:
             self.wait_event("connected", self.boot_timeout)
         except UserError:
             self.stop()
             raise
-        return self
 
     def _read_events(self) -> None:
         assert self._proc and self._proc.stdout
@@ -167,10 +134,7 @@ class RP2040Board:
                     raise UserError(f"the emulated RP2040 did not report '{prefix}' within {timeout:.0f} s")
                 self._changed.wait(min(left, 0.5))
 
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+    def _halt(self) -> None:
         if self._proc and self._proc.poll() is None:
             self._proc.terminate()  # SIGTERM: the emulator closes the flash file
             try:
@@ -178,16 +142,3 @@ class RP2040Board:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        for fd in (self.master, self.slave):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self) -> "RP2040Board":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

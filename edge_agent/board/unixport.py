@@ -52,7 +52,8 @@ def _run(args: list[str], timeout: float) -> None:
 
 
 def run_windows(blob_bytes: bytes, x_q: np.ndarray, lengths=None, trace: bool = False,
-                n_layers: int = 1, hidden: int = 0, n_classes: int = 0, timeout: float = 3600):
+                n_layers: int = 1, hidden: int = 0, n_classes: int = 0, timeout: float = 3600,
+                h_bits: int = 8):
     """Logits [n, K] (and, with trace, h [n, T, L, H] and c [n, T, L, H]) from device/."""
     x_q = np.asarray(x_q, dtype=np.int8)
     n, steps, _ = x_q.shape
@@ -64,7 +65,7 @@ def run_windows(blob_bytes: bytes, x_q: np.ndarray, lengths=None, trace: bool = 
         _run(["windows", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")]
              + (["trace"] if trace else []), timeout)
         data = (tmp / "out.bin").read_bytes()
-    return read_windows(data, n, steps, lengths, trace, n_layers, hidden, n_classes)
+    return read_windows(data, n, steps, lengths, trace, n_layers, hidden, n_classes, h_bits)
 
 
 def windows_input(x_q: np.ndarray, lengths: np.ndarray) -> bytes:
@@ -75,8 +76,8 @@ def windows_input(x_q: np.ndarray, lengths: np.ndarray) -> bytes:
 
 
 def read_windows(data: bytes, n: int, steps: int, lengths, trace: bool, n_layers: int, hidden: int,
-                 n_classes: int):
-    """evalfile.py windows' OUT file, as run_windows returns it."""
+                 n_classes: int, h_bits: int = 8):
+    """evalfile.py windows' OUT file, as run_windows returns it (h as wide as the model's state)."""
     if not trace:
         return np.frombuffer(data, "<i4").reshape(n, -1).astype(np.int64)
     logits = np.zeros((n, n_classes), np.int64)
@@ -86,12 +87,14 @@ def read_windows(data: bytes, n: int, steps: int, lengths, trace: bool, n_layers
     for w in range(n):
         for t in range(lengths[w]):
             for k in range(n_layers):
-                h[w, t, k] = np.frombuffer(data, "i1", hidden, pos)
-                pos += hidden
+                h[w, t, k] = np.frombuffer(data, "<i2" if h_bits == 16 else "i1", hidden, pos)
+                pos += hidden * h_bits // 8
                 c[w, t, k] = np.frombuffer(data, "<i2", hidden, pos)
                 pos += 2 * hidden
         logits[w] = np.frombuffer(data, "<i4", n_classes, pos)
         pos += 4 * n_classes
+    if pos != len(data):
+        raise UserError(f"device trace holds {len(data)} bytes, expected {pos}")
     return logits, h, c
 
 

@@ -34,6 +34,13 @@ EPOCH_RANGE = (20, 600)
 DECAY = 64.0  # the learning rate falls exponentially to lr / DECAY over the planned epochs
 
 
+# the recipe for audio (a WAV folder through a spectral front-end), measured on the
+# espeak-ng keyword corpus (bench/keywords.py): what `edge-agent train` uses there
+# for the flags not given
+AUDIO_RECIPE = {"hidden": 64, "epochs": 60, "label_smoothing": 0.1, "time_mask": 10, "channel_mask": 6, "tilt": 0.0,
+                "class_weights": False}
+
+
 @dataclass
 class TrainConfig:
     hidden: int = 32
@@ -52,6 +59,10 @@ class TrainConfig:
     qat_epochs: int = 5
     qat_lr: float = 1e-3
     dtype: str = "float32"  # float64 for gradient checks and the lockstep comparison
+    label_smoothing: float = 0.0  # targets (1 - e) on the label, e spread over the classes
+    time_mask: int = 0  # SpecAugment-style: per window, up to this many steps set to the mean (0: off)
+    channel_mask: int = 0  # ... and up to this many adjacent channels (bands)
+    tilt: float = 0.0  # per window, add a line across the channels from -a to a, a in [-tilt, tilt]
 
 
 def resolve_epochs(cfg: TrainConfig, n_train: int) -> int:
@@ -95,6 +106,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("--qat-epochs must be >= 0")
     if cfg.dtype not in ("float32", "float64"):
         raise UserError("dtype must be float32 or float64")
+    if not 0 <= cfg.label_smoothing < 1:
+        raise UserError("--label-smoothing must be in [0, 1)")
+    if cfg.time_mask < 0 or cfg.channel_mask < 0 or not cfg.tilt >= 0:
+        raise UserError("--time-mask, --channel-mask and --tilt must be >= 0")
 
 
 # ---- hooks: float, or the int8 model's grids ---------------------------------------
@@ -288,9 +303,11 @@ def _backward_steps(w_hh, mask, cache, dhs):
 
 
 def loss_and_grads(model: FloatModel, params: dict, x: np.ndarray, y: np.ndarray, mask: np.ndarray,
-                   weights: np.ndarray, hooks: FloatHooks = FloatHooks(), need_grads: bool = True):
+                   weights: np.ndarray, hooks: FloatHooks = FloatHooks(), need_grads: bool = True,
+                   smoothing: float = 0.0):
     """Weighted cross-entropy of the logits at each window's last valid step, and
-    its gradient for every parameter (through the hooks, straight through)."""
+    its gradient for every parameter (through the hooks, straight through). With
+    smoothing e, the target is 1 - e on the label plus e / K on every class."""
     used = hooks.weights(model, params)
     seq = (hooks.x(x) - model.mean) / model.std
     inputs, caches = [], []
@@ -306,11 +323,15 @@ def loss_and_grads(model: FloatModel, params: dict, x: np.ndarray, y: np.ndarray
     prob = np.exp(shifted)
     prob /= prob.sum(axis=1, keepdims=True)
     w = weights[y]
-    loss = float(-(w * np.log(prob[np.arange(len(y)), y] + 1e-300)).sum() / w.sum())
+    target = np.zeros_like(prob)
+    target[np.arange(len(y)), y] = 1.0
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / prob.shape[1]
+    log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # finite where prob underflows
+    loss = float(-(w * (target * log_prob).sum(axis=1)).sum() / w.sum())
     if not need_grads:
         return loss, logits, None
-    dlogits = prob.copy()
-    dlogits[np.arange(len(y)), y] -= 1
+    dlogits = prob - target
     dlogits *= (w / w.sum())[:, None]
     grads = {"head.weight": dlogits.T @ last, "head.bias": dlogits.sum(axis=0)}
     dhs = np.zeros_like(seq)
@@ -406,7 +427,10 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
         total, correct = 0.0, 0
         for start in range(0, len(order), cfg.batch):
             b = order[start:start + cfg.batch]
-            loss, logits, grads = loss_and_grads(model, params, x[b], y[b], mask[b], weights, hooks)
+            xb = spec_augment(x[b], model.mean, cfg, rng) if cfg.time_mask or cfg.channel_mask or cfg.tilt \
+                else x[b]
+            loss, logits, grads = loss_and_grads(model, params, xb, y[b], mask[b], weights, hooks,
+                                                 smoothing=cfg.label_smoothing)
             clip_global(grads, cfg.clip)
             opt.step(params, grads)
             set_params(model, params)
@@ -431,6 +455,30 @@ def fit(model: FloatModel, x, y, lengths, cfg: TrainConfig, epochs: int, lr: flo
         set_params(model, best[1])  # restore the best validation weights
     return {"history": history, "best": list(best[0]) if len(val_idx) else None,
             "best_epoch": best[2] if len(val_idx) else len(history)}
+
+
+def spec_augment(x: np.ndarray, fill: np.ndarray, cfg: TrainConfig, rng) -> np.ndarray:
+    """SpecAugment-style masking of a batch [n, T, C]: per window, one stretch of
+    0..cfg.time_mask steps and one of 0..cfg.channel_mask adjacent channels set to
+    `fill` (the channel means: zero after the model's normalisation); with
+    cfg.tilt, first a random tilt across the channels (a spectral slope: another
+    microphone, room or vocal tract; for log band energies, a line in dB)."""
+    x = x.copy()
+    n, steps, channels = x.shape
+    fill = np.asarray(fill, x.dtype)
+    if cfg.tilt:
+        slope = rng.uniform(-cfg.tilt, cfg.tilt, (n, 1, 1)) * np.linspace(-1, 1, channels)
+        x += slope.astype(x.dtype)
+    for i in range(n):
+        if cfg.time_mask:
+            width = int(rng.integers(0, min(cfg.time_mask, steps) + 1))
+            at = int(rng.integers(0, steps - width + 1))
+            x[i, at:at + width] = fill
+        if cfg.channel_mask:
+            width = int(rng.integers(0, min(cfg.channel_mask, channels) + 1))
+            at = int(rng.integers(0, channels - width + 1))
+            x[i, :, at:at + width] = fill[at:at + width]
+    return x
 
 
 def int8_accuracy(model: FloatModel, calib, calib_len, x, y, lengths=None) -> float:

@@ -220,11 +220,13 @@ class Bridge:
         self.queue.close()
 
 
-def run(port: str, bridge: Bridge, stop: threading.Event) -> None:
-    """Read the board's serial port into the bridge until stop is set."""
+def run(port: str, bridge: Bridge, stop: threading.Event, on_open=lambda: None) -> None:
+    """Read the board's serial port into the bridge until stop is set; on_open
+    once the port is open (what the board said before that is not seen)."""
     import serial
 
     ser = link.open_serial(port, timeout=0.05)
+    on_open()
     reader = link.Reader()
     try:
         while not stop.is_set():

@@ -188,7 +188,7 @@ _CONNACK_HINTS = {
 
 def connect(tgt: Target, client_id: str | None = None, clean: bool = True, will: tuple | None = None,
             v5: bool = False, timeout: float = 10.0, on_message=None, on_connect=None,
-            on_disconnect=None, on_publish=None, wait: bool = True, log=None):
+            on_disconnect=None, on_publish=None, on_subscribe=None, wait: bool = True, log=None):
     """A connected paho client with its network loop running, or one clear UserError.
     wait=False: a broker that is down is not an error; the loop keeps trying
     (for the bridge, which must queue while the broker is away)."""
@@ -228,6 +228,8 @@ def connect(tgt: Target, client_id: str | None = None, clean: bool = True, will:
         client.on_message = lambda c, u, msg: on_message(msg)
     if on_publish:
         client.on_publish = lambda c, u, mid, reason, props: on_publish(mid)
+    if on_subscribe:
+        client.on_subscribe = lambda c, u, mid, reasons, props: on_subscribe(reasons)
     client.reconnect_delay_set(min_delay=0.2, max_delay=5)
     props = None
     if v5 and not clean:

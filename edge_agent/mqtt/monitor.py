@@ -155,8 +155,14 @@ def mqtt_source(tgt, prefix: str = "edge", group: str | None = None, client_id: 
         def on_message(msg):
             handle_message(view, on_detection, msg.topic, msg.payload)
 
+        def on_subscribe(reasons):  # the broker's acknowledgement: from here on nothing is missed
+            refused = [str(r) for r in reasons if r.is_failure]
+            print(f"edge-agent: listening on {tgt.host}:{tgt.port} {share}{prefix}/+/..."
+                  + (f" (refused: {', '.join(refused)})" if refused else ""), file=sys.stderr, flush=True)
+
         client = mqtt.connect(tgt, client_id, clean=client_id is None, v5=True, on_message=on_message,
-                              on_connect=lambda c, f, r: [c.subscribe(t, 1) for t in topics])
+                              on_connect=lambda c, f, r: c.subscribe([(t, 1) for t in topics]),
+                              on_subscribe=on_subscribe)
 
         def stop():
             client.disconnect()

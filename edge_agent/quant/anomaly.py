@@ -19,6 +19,8 @@ from .ptq import H_SCALE, _quant_head, quantize
 def prediction_head(model: FloatModel, qm: QuantModel):
     """The float head predicts the normalized next frame z; the board's head
     predicts its int8 input x_q = (z * std + mean) / scale + zero directly."""
+    if qm.h_bits != 8:  # its head and scorer are the 8-bit state's (docs/arithmetic.md, "Anomaly score")
+        raise UserError("an anomaly model keeps an 8-bit hidden state (16 bits are for classifiers)")
     scale = qm.inputs.scale.astype(np.float64)
     zero = qm.inputs.zero.astype(np.float64)
     gain = model.std / scale

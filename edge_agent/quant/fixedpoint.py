@@ -75,6 +75,61 @@ def choose_multiplier(real: float, acc_bound: int, what: str = "value") -> tuple
     )
 
 
+# ---- the 16-bit state's accumulators (docs/arithmetic.md, "16-bit hidden state") ----
+
+MAX_PRE_SHIFT = 24  # the quantizer's search; the blob allows 0..30
+
+
+def pre_shift(acc, shift, what: str | None = None):
+    """rshift_round(acc, shift), or acc itself where shift is 0: the pre-shift a
+    16-bit state's accumulator takes before requantize(). Ints or numpy arrays
+    (a shift per row). With `what`, acc plus the rounding half is checked
+    against int32 first, as the board adds it in one 32-bit register."""
+    half = (np.int64(1) << shift) >> 1 if isinstance(shift, np.ndarray) else (1 << shift) >> 1
+    value = acc + half
+    if what is not None:
+        check_int32(value, what)
+    return value >> shift
+
+
+def prescaled_bound(acc_bound: int, shift: int) -> int:
+    """The largest |pre_shift(acc, shift)| over |acc| <= acc_bound."""
+    return (acc_bound + ((1 << shift) >> 1)) >> shift
+
+
+def choose_prescaled_multiplier(real: float, acc_bound: int, what: str = "value",
+                                out_limit: float | None = None) -> tuple[int, int, int]:
+    """Pick (P, M, S): requantize(pre_shift(acc, P), M, S) ~= acc * real, int32-safe.
+
+    An accumulator of 16-bit inputs is ~256 times one of int8 inputs, so a
+    multiplier proven against its bound alone keeps only a few bits. For every
+    pre-shift P, choose_multiplier() gives the most precise (M, S) for the
+    shifted bound; the P kept has the least worst-case error in output units:
+    the pre-shift's rounding (2^(P-1) * real) plus the multiplier's error over
+    the accumulators that matter (|acc * real| up to out_limit, where the
+    result saturates, else up to the bound). Ties keep the smaller P."""
+    if not (real > 0 and math.isfinite(real)):
+        raise OverflowProofError(f"{what}: scale {real!r} is not a positive finite number")
+    best = None
+    for p in range(MAX_PRE_SHIFT + 1):
+        half = (1 << p) >> 1
+        if int(acc_bound) + half > INT32_MAX:
+            break
+        bound = prescaled_bound(int(acc_bound), p)
+        try:
+            m, s = choose_multiplier(real * 2**p, bound, what)
+        except OverflowProofError:
+            continue
+        reach = bound if out_limit is None else min(bound, out_limit / (real * 2**p))
+        err = half * real + abs(m / 2**s - real * 2**p) * reach
+        if best is None or err < best[0]:
+            best = (err, p, m, s)
+    if best is None:
+        raise OverflowProofError(f"{what}: |acc| <= {acc_bound} times scale {real:.3g} cannot be "
+                                 f"rescaled within int32 with any pre-shift")
+    return best[1:]
+
+
 RAW_BOUND = 32768  # raw readings are int16
 
 

@@ -16,12 +16,13 @@ from .ptq import quantize
 
 
 def quantize_with_frontend(model: FloatModel, features: np.ndarray, frontend: FrontendParams,
-                           lengths: np.ndarray | None = None) -> QuantModel:
-    """PTQ calibrated on front-end features [n, T, bands]; the blob carries `frontend`."""
+                           lengths: np.ndarray | None = None, h_bits: int = 8) -> QuantModel:
+    """PTQ calibrated on front-end features [n, T, bands] (an h_bits hidden state);
+    the blob carries `frontend`."""
     if model.n_inputs != frontend.bands:
         from ..errors import UserError
 
         raise UserError(f"the model takes {model.n_inputs} inputs, the front-end makes {frontend.bands} bands")
-    qm = quantize(model, features, lengths, raw_per_unit=np.ones(frontend.bands))
+    qm = quantize(model, features, lengths, raw_per_unit=np.ones(frontend.bands), h_bits=h_bits)
     qm.frontend = frontend
     return qm

@@ -5,7 +5,9 @@ folded in), int8 weights with one scale per output row, int32 accumulators
 rescaled by an integer multiplier and a rounding shift whose widths are proven
 from the actual weights to keep every product inside int32, Q3.12 gate
 pre-activations, Q0.15 sigmoid/tanh from tables, int16 cell state with a
-power-of-two scale from calibration, int8 hidden state with scale 2**-7.
+power-of-two scale from calibration, int8 hidden state with scale 2**-7 or,
+with h_bits=16, int16 with scale 2**-15 (each accumulator of int16 inputs then
+takes a rounding pre-shift before its multiplier: fixedpoint.choose_prescaled_multiplier).
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import math
 
 import numpy as np
 
-from ..blob import InputQuant, QuantHead, QuantLayer, QuantModel
+from ..blob import STATE_BITS, InputQuant, QuantHead, QuantLayer, QuantModel, WIDE_MAX_HIDDEN
 from ..errors import UserError
 from ..learn.model import FloatModel, Trace, valid_steps
-from .fixedpoint import choose_input_multiplier, choose_multiplier
+from .fixedpoint import choose_input_multiplier, choose_multiplier, choose_prescaled_multiplier
 from .lut import GATE_FRAC, LUT_SHIFT, exp_table, sigmoid_table, tanh_table
 
-H_SCALE = 2.0**-7
-X_BOUND = 128  # |int8| at most
+H_SCALE = 2.0**-7  # of the 8-bit state (the default); h_scale(h_bits) in general
+GATE_LIMIT = 32768  # |Q3.12| where a gate pre-activation saturates
 OUT_FRAC = GATE_FRAC  # logits share the gates' Q.12 format: the score needs no rescale
 GATE_NAMES = ("input", "forget", "cell", "output")
 # how the calibrated ranges (int8 inputs, the int16 cell's format) are chosen:
@@ -31,17 +33,28 @@ PERCENTILE = 0.01
 MSE_CLIPS = (0.0, 0.001, 0.01, 0.1, 1.0)  # percent clipped at each end: the candidates mse tries
 
 
+def h_scale(h_bits: int) -> float:
+    """Real value of one step of an h_bits hidden state: 2**-7 or 2**-15."""
+    return 2.0 ** -(h_bits - 1)
+
+
 def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = None,
              raw_per_unit: np.ndarray | None = None, headroom: float = 1.0,
-             calibration: str = "minmax", bias_correction: bool = False) -> QuantModel:
+             calibration: str = "minmax", bias_correction: bool = False, h_bits: int = 8) -> QuantModel:
     """Quantize `model` using calibration windows calib [n, T, C] of raw values;
     headroom > 1 widens the int8 input range around the calibrated one (an anomaly
     model must see values normal data never reached); calibration: CALIBRATIONS.
     bias_correction: subtract from each gate's bias the mean error that int8
     weights make on the calibration inputs and states (a constant error in a
-    gate is integrated by the cell over a long window)."""
+    gate is integrated by the cell over a long window). h_bits: the hidden
+    state's width, 8 (int8, 2**-7) or 16 (int16, 2**-15; docs/arithmetic.md)."""
     if calibration not in CALIBRATIONS:
         raise UserError(f"calibration {calibration!r}: choose from {', '.join(CALIBRATIONS)}")
+    if h_bits not in STATE_BITS:
+        raise UserError(f"hidden state width {h_bits!r}: choose from {', '.join(map(str, STATE_BITS))}")
+    if h_bits == 16 and model.hidden > WIDE_MAX_HIDDEN:
+        raise UserError(f"a 16-bit state takes at most {WIDE_MAX_HIDDEN} hidden units; the model has {model.hidden}")
+    hs = h_scale(h_bits)
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim != 3 or calib.shape[2] != model.n_inputs:
         raise UserError(f"calibration data has shape {calib.shape}, expected [n, T, {model.n_inputs}]")
@@ -62,25 +75,26 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
             # subtract the mean through the int8 weights the inputs will meet, not the float
             # ones: otherwise (w_int8 - w) @ mean / std is a constant error in every gate,
             # which the cell integrates over a long window (large when |mean| >> std)
-            q, s = row_quant(w_x, bias)
+            q, s = row_quant(w_x, bias)  # layer 0's inputs are int8 at either state width
             bias = layer.b_ih + layer.b_hh - (q * s[:, None] / in_scale) @ model.mean
         else:
-            w_x, bias, zero = layer.w_ih * H_SCALE, layer.b_ih + layer.b_hh, None
+            w_x, bias, zero = layer.w_ih * hs, layer.b_ih + layer.b_hh, None
+        x_bits = 8 if k == 0 else h_bits
         cmax = cell_peak(trace.cell[k][valid], calibration)
         if bias_correction:
             if k == 0:  # the int8 input levels the board computes, centred as the fold above
                 x_in = np.clip(np.round(calib[valid] / in_scale) + in_zero, -128, 127) - in_zero \
                     - model.mean / in_scale
             else:
-                x_in = trace.hidden[k - 1][valid] / H_SCALE
+                x_in = trace.hidden[k - 1][valid] / hs
             h_seq = trace.hidden[k]
-            h_in = np.concatenate([np.zeros_like(h_seq[:, :1]), h_seq[:, :-1]], axis=1)[valid] / H_SCALE
-            bias = bias - _weight_error(w_x, bias, x_in.mean(axis=0)) \
-                - _weight_error(layer.w_hh * H_SCALE, None, h_in.mean(axis=0))
-        layers.append(_quant_layer(k, w_x, bias, zero, layer.w_hh * H_SCALE, cmax))
-    head = _quant_head(model.head_w * H_SCALE, model.head_b)
+            h_in = np.concatenate([np.zeros_like(h_seq[:, :1]), h_seq[:, :-1]], axis=1)[valid] / hs
+            bias = bias - _weight_error(w_x, bias, x_in.mean(axis=0), x_bits) \
+                - _weight_error(layer.w_hh * hs, None, h_in.mean(axis=0), h_bits)
+        layers.append(_quant_layer(k, w_x, bias, zero, layer.w_hh * hs, cmax, x_bits, h_bits))
+    head = _quant_head(model.head_w * hs, model.head_b, h_bits)
     return QuantModel(inputs, layers, head, sigmoid_table(), tanh_table(), exp_table(),
-                      LUT_SHIFT, model.labels(), model.fingerprint())
+                      LUT_SHIFT, model.labels(), model.fingerprint(), h_bits=h_bits)
 
 
 def input_quant(samples: np.ndarray, raw_per_unit=None, headroom: float = 1.0,
@@ -148,53 +162,70 @@ def cell_peak(cells: np.ndarray, calibration: str = "minmax") -> float:
     return peak
 
 
-def _weight_error(w: np.ndarray, bias, mean_in: np.ndarray) -> np.ndarray:
+def _weight_error(w: np.ndarray, bias, mean_in: np.ndarray, in_bits: int = 8) -> np.ndarray:
     """Per row, the mean of (int8 weights - float weights) @ input: what row_quant
     adds to the pre-activation on average."""
-    q, scale = row_quant(w, bias)
+    q, scale = row_quant(w, bias, in_bits)
     return (q * scale[:, None] - w) @ mean_in
 
 
-def row_quant(w: np.ndarray, bias: np.ndarray | None = None):
-    """Symmetric int8 per output row; the scale also keeps a large bias representable."""
+def bias_bits(in_bits: int) -> int:
+    """log2 of the largest |bias| in accumulator units: 2**24 beside int8 inputs
+    (as always), 2**28 beside int16 ones, whose accumulators are 256 times larger;
+    both leave room in int32 for the weights' part (docs/arithmetic.md)."""
+    return 24 if in_bits == 8 else 28
+
+
+def row_quant(w: np.ndarray, bias: np.ndarray | None = None, in_bits: int = 8):
+    """Symmetric int8 per output row; the scale also keeps a large bias representable
+    (in accumulator units of in_bits inputs: bias_bits)."""
     peak = np.abs(w).max(axis=1)
     scale = peak / 127.0
     if bias is not None:
-        scale = np.maximum(scale, np.abs(bias) / 2.0**24)
+        scale = np.maximum(scale, np.abs(bias) / 2.0 ** bias_bits(in_bits))
     scale = np.where(scale > 0, scale, 1.0)
     q = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int64)
     return q, scale
 
 
-def _multipliers(reals: np.ndarray, bounds: np.ndarray, where):
-    """One (multiplier, shift) per row; where(row) names the row in an error."""
-    mults, shifts = [], []
+def _multipliers(reals: np.ndarray, bounds: np.ndarray, where, h_bits: int = 8, out_limit=None):
+    """One (multiplier, shift) per row, and in a 16-bit-state model a pre-shift
+    per row (else None); where(row) names the row in an error."""
+    mults, shifts, pres = [], [], []
     for row, (real, bound) in enumerate(zip(reals, bounds)):
-        m, s = choose_multiplier(float(real), int(bound), where(row))
-        mults.append(m), shifts.append(s)
-    return np.array(mults, np.int32), np.array(shifts, np.uint8)
+        if h_bits == 8:
+            p, (m, s) = 0, choose_multiplier(float(real), int(bound), where(row))
+        else:
+            p, m, s = choose_prescaled_multiplier(float(real), int(bound), where(row), out_limit)
+        mults.append(m), shifts.append(s), pres.append(p)
+    return np.array(mults, np.int32), np.array(shifts, np.uint8), \
+        None if h_bits == 8 else np.array(pres, np.uint8)
 
 
 def gate_of(row: int, hidden: int) -> str:
     return f"gate {GATE_NAMES[row // hidden]} unit {row % hidden}"
 
 
-def _quant_layer(k, w_x, bias, zero, w_h, cmax) -> QuantLayer:
+def _quant_layer(k, w_x, bias, zero, w_h, cmax, x_bits: int = 8, h_bits: int = 8) -> QuantLayer:
+    """x_bits, h_bits: the width of the layer's inputs (int8 for layer 0) and state.
+    With a 16-bit state every accumulator takes a pre-shift (0 where none helps)."""
     hidden = w_h.shape[1]
-    wx, sx_real = row_quant(w_x, bias)
+    wx, sx_real = row_quant(w_x, bias, x_bits)
     bx = np.round(bias / sx_real).astype(np.int64)
     if zero is not None:  # x = scale * (x_q - zero): the zero-point term is a constant
         bx = bx - wx @ zero
     # the proof: the largest |acc| each row can reach, from the weights actually stored
-    bound_x = np.abs(bx) + X_BOUND * np.abs(wx).sum(axis=1)
+    bound_x = np.abs(bx) + (1 << (x_bits - 1)) * np.abs(wx).sum(axis=1)
     wh, sh_real = row_quant(w_h)
-    bound_h = X_BOUND * np.abs(wh).sum(axis=1)
-    mx, sx = _multipliers(sx_real * 2.0**GATE_FRAC, bound_x,
-                          lambda row: f"layer {k} {gate_of(row, hidden)} input accumulator")
-    mh, sh = _multipliers(sh_real * 2.0**GATE_FRAC, bound_h,
-                          lambda row: f"layer {k} {gate_of(row, hidden)} recurrent accumulator")
+    bound_h = (1 << (h_bits - 1)) * np.abs(wh).sum(axis=1)
+    mx, sx, px = _multipliers(sx_real * 2.0**GATE_FRAC, bound_x,
+                              lambda row: f"layer {k} {gate_of(row, hidden)} input accumulator",
+                              h_bits, GATE_LIMIT)
+    mh, sh, ph = _multipliers(sh_real * 2.0**GATE_FRAC, bound_h,
+                              lambda row: f"layer {k} {gate_of(row, hidden)} recurrent accumulator",
+                              h_bits, GATE_LIMIT)
     return QuantLayer(wx.astype(np.int8), wh.astype(np.int8), bx.astype(np.int32), mx, sx,
-                      mh, sh, cell_frac(cmax))
+                      mh, sh, cell_frac(cmax), px, ph)
 
 
 def cell_frac(cmax: float) -> int:
@@ -202,9 +233,9 @@ def cell_frac(cmax: float) -> int:
     return 15 if cmax <= 0 else int(np.clip(math.floor(math.log2(32767 / cmax)), 0, 15))
 
 
-def _quant_head(w, bias) -> QuantHead:
-    wq, s_real = row_quant(w, bias)
+def _quant_head(w, bias, h_bits: int = 8) -> QuantHead:
+    wq, s_real = row_quant(w, bias, h_bits)
     bq = np.round(bias / s_real).astype(np.int64)
-    bound = np.abs(bq) + X_BOUND * np.abs(wq).sum(axis=1)
-    m, s = _multipliers(s_real * 2.0**OUT_FRAC, bound, lambda row: f"head class {row}")
-    return QuantHead(wq.astype(np.int8), bq.astype(np.int32), m, s, OUT_FRAC)
+    bound = np.abs(bq) + (1 << (h_bits - 1)) * np.abs(wq).sum(axis=1)
+    m, s, p = _multipliers(s_real * 2.0**OUT_FRAC, bound, lambda row: f"head class {row}", h_bits)
+    return QuantHead(wq.astype(np.int8), bq.astype(np.int32), m, s, OUT_FRAC, p)

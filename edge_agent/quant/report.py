@@ -50,7 +50,7 @@ def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=N
             if samples is not None:
                 samples[f"layer {k} {name}"] = (ig[:, cols] - target).ravel()
         fc, ic = ftrace.cell[k][valid], itrace.cell[k][valid] / 2.0**qlayer.c_frac
-        fh, ih = ftrace.hidden[k][valid], itrace.hidden[k][valid] / 128.0
+        fh, ih = ftrace.hidden[k][valid], itrace.hidden[k][valid] * qmodel.h_scale
         report["layers"].append({"layer": k, "c_frac": qlayer.c_frac, "gates": gates,
                                  "cell": _stats(ic - fc, fc), "hidden": _stats(ih - fh, fh)})
     report["logits"] = _stats(ilogits / 2.0**OUT_FRAC - flogits, flogits)

@@ -278,16 +278,17 @@ typedef struct {
     const int16_t *tanh; /* tanh table, indexed by a Q3.12 value in [-32768, 32767] */
 } CellConsts;
 
-static CellConsts cell_consts(const Layer *L) {
+/* h_frac: h's fraction bits, 7 (int8) or 15 (int16) */
+static CellConsts cell_consts(int c_frac, int h_frac, const int16_t *lut) {
     CellConsts k;
-    k.i_shift = 2 * OUT_FRAC - L->c_frac; /* i * g (Q0.30) -> c's scale */
+    k.i_shift = 2 * OUT_FRAC - c_frac; /* i * g (Q0.30) -> c's scale */
     k.i_round = (int32_t)1 << (k.i_shift - 1);
-    k.up = L->c_frac < GATE_FRAC ? GATE_FRAC - L->c_frac : 0; /* c -> Q3.12: shift up, */
-    k.down = L->c_frac > GATE_FRAC ? L->c_frac - GATE_FRAC : 0; /* or round down */
+    k.up = c_frac < GATE_FRAC ? GATE_FRAC - c_frac : 0; /* c -> Q3.12: shift up, */
+    k.down = c_frac > GATE_FRAC ? c_frac - GATE_FRAC : 0; /* or round down */
     k.down_round = ((int32_t)1 << k.down) >> 1;
-    k.h_shift = 2 * OUT_FRAC - H_FRAC; /* o * tanh(c) (Q0.30) -> h (Q0.7) */
+    k.h_shift = 2 * OUT_FRAC - h_frac; /* o * tanh(c) (Q0.30) -> h (Q0.7 or Q0.15) */
     k.h_round = (int32_t)1 << (k.h_shift - 1);
-    k.tanh = L->lut + TABLE + 32768;
+    k.tanh = lut + TABLE + 32768;
     return k;
 }
 
@@ -347,7 +348,7 @@ static void update_cell(const CellConsts *K, Py_ssize_t H, const int32_t *act, i
 static int run(const Layer *L) {
     const Py_ssize_t H = L->hidden, R = L->rows, rows = 4 * H, C = L->n_in, T = L->steps;
     const int kernel = L->kernel;
-    const CellConsts K = cell_consts(L);
+    const CellConsts K = cell_consts(L->c_frac, H_FRAC, L->lut);
     int code = OK;
 
     /* one allocation per call, none per step */
@@ -406,6 +407,102 @@ static int run(const Layer *L) {
                     memcpy(L->trace_cell + (b * T + t) * H, c + k * H, (size_t)H * 4);
                 }
             }
+        }
+    }
+    free(scratch);
+    return code;
+}
+
+/* ---- the 16-bit state (docs/arithmetic.md, "16-bit hidden state") -------------
+ * A plain scalar loop, one window at a time: int16 inputs and state (layer 0's
+ * int8 inputs arrive widened), int8 weights, int32 sums (edge_agent/recurrence.py
+ * has checked that every partial sum stays inside int32), and each accumulator's
+ * pre-shift and requantization in int64, checked against int32 as the board
+ * computes them in one 32-bit register. The 8-bit kernels above are untouched. */
+
+/* rows of the per-row table [N_WIDE, 4H] (int64), as recurrence.WideLayerKernel fills it */
+enum { W_BX, W_PX, W_MX, W_SX, W_PH, W_MH, W_SH, W_OFF, N_WIDE };
+
+typedef struct {
+    Py_ssize_t n, steps, n_in, hidden;
+    int c_frac;
+    const int16_t *seq;     /* [n, steps, n_in] */
+    const int64_t *lengths; /* [n] */
+    int32_t *h, *c;         /* [n, hidden] in: initial state, out: final state */
+    const int32_t *w;       /* [n_in + hidden, 4 * hidden]: the weights transposed */
+    const int64_t *p;       /* [N_WIDE, 4 * hidden] */
+    const int16_t *lut;     /* as Layer's */
+    int16_t *hs;            /* [n, steps, hidden] */
+    int32_t *trace_gates;   /* [n, steps, 4 * hidden] or NULL */
+    int32_t *trace_cell;    /* [n, steps, hidden] or NULL */
+} WideLayer;
+
+/* requant(pre_shift(acc + bias, pre), m, s) into *out; 0 if the sum plus the pre-shift's
+ * half, or the product plus the rounding half, leaves int32 */
+static int rescale_wide(int64_t acc, int64_t bias, int64_t pre, int64_t m, int64_t s, int32_t *out) {
+    int64_t v = acc + bias + (((int64_t)1 << pre) >> 1);
+    if (v > INT32_MAX || v < -INT32_MAX) return 0;
+    v >>= pre;
+    const int64_t prod = v * m + ((int64_t)1 << (s - 1));
+    if (prod > INT32_MAX || prod < -INT32_MAX) return 0;
+    *out = (int32_t)(prod >> s);
+    return 1;
+}
+
+/* acc[r] = sum_j x[j] * w[j, r] over n inputs, rows r < R (the compiler vectorizes the r loop) */
+static void matvec_wide(const int32_t *restrict w, Py_ssize_t R, const int32_t *restrict x, Py_ssize_t n,
+                        int32_t *restrict acc) {
+    for (Py_ssize_t r = 0; r < R; r++) acc[r] = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const int32_t xj = x[j];
+        const int32_t *restrict row = w + j * R;
+        for (Py_ssize_t r = 0; r < R; r++) acc[r] += row[r] * xj;
+    }
+}
+
+static int run_wide(const WideLayer *L) {
+    const Py_ssize_t H = L->hidden, R = 4 * H, C = L->n_in, T = L->steps;
+    const CellConsts K = cell_consts(L->c_frac, OUT_FRAC, L->lut);
+    const int64_t *p = L->p;
+    int32_t *scratch = calloc((size_t)(C + 4 * R), 4);
+    if (!scratch) return -1;
+    int32_t *x = scratch, *ax = x + C, *ah = ax + R, *z = ah + R, *act = z + R;
+    int code = OK;
+    for (Py_ssize_t b = 0; b < L->n && code == OK; b++) {
+        int32_t *h = L->h + b * H, *c = L->c + b * H;
+        for (Py_ssize_t t = 0; t < T && code == OK; t++) {
+            if (t < L->lengths[b]) { /* past its length a window's state stays frozen */
+                const int16_t *xt = L->seq + (b * T + t) * C;
+                for (Py_ssize_t j = 0; j < C; j++) x[j] = xt[j];
+                matvec_wide(L->w, R, x, C, ax);
+                matvec_wide(L->w + C * R, R, h, H, ah); /* from the previous step's h */
+                for (Py_ssize_t r = 0; r < R && code == OK; r++) {
+                    int32_t zx, zh;
+                    if (!rescale_wide(ax[r], p[W_BX * R + r], p[W_PX * R + r], p[W_MX * R + r], p[W_SX * R + r], &zx))
+                        code = INPUT_OVERFLOW;
+                    else if (!rescale_wide(ah[r], 0, p[W_PH * R + r], p[W_MH * R + r], p[W_SH * R + r], &zh))
+                        code = RECURRENT_OVERFLOW;
+                    else { /* each term is below 2**30: the sum cannot wrap */
+                        z[r] = clamp32(zx + zh, -32768, 32767);
+                        act[r] = L->lut[p[W_OFF * R + r] + z[r]];
+                    }
+                }
+                if (code != OK) break;
+                const int32_t *gi = act, *gf = act + H, *gg = act + 2 * H, *go = act + 3 * H;
+                for (Py_ssize_t u = 0; u < H; u++) {
+                    const int32_t v = ((gf[u] * c[u] + (1 << (OUT_FRAC - 1))) >> OUT_FRAC)
+                                      + ((gi[u] * gg[u] + K.i_round) >> K.i_shift);
+                    c[u] = clamp32(v, -32768, 32767);
+                    const int32_t idx = clamp32((c[u] * (1 << K.up) + K.down_round) >> K.down, -32768, 32767);
+                    h[u] = clamp32((go[u] * K.tanh[idx] + K.h_round) >> K.h_shift, -32768, 32767);
+                }
+                if (L->trace_gates) {
+                    memcpy(L->trace_gates + (b * T + t) * R, z, (size_t)R * 4);
+                    memcpy(L->trace_cell + (b * T + t) * H, c, (size_t)H * 4);
+                }
+            }
+            int16_t *hs = L->hs + (b * T + t) * H;
+            for (Py_ssize_t u = 0; u < H; u++) hs[u] = (int16_t)h[u];
         }
     }
     free(scratch);
@@ -522,10 +619,91 @@ static PyObject *run_layer(PyObject *self, PyObject *args) {
     return result;
 }
 
+/* What run_wide relies on to stay in bounds and defined: pre-shifts in 0..30, shifts in
+ * 1..31, table offsets that keep every clamped z inside the table. */
+static int wide_params_ok(const int64_t *p, Py_ssize_t R) {
+    for (Py_ssize_t r = 0; r < R; r++) {
+        const int64_t px = p[W_PX * R + r], ph = p[W_PH * R + r], sx = p[W_SX * R + r], sh = p[W_SH * R + r];
+        const int64_t off = p[W_OFF * R + r], mx = p[W_MX * R + r], mh = p[W_MH * R + r], bx = p[W_BX * R + r];
+        if (px < 0 || px > 30 || ph < 0 || ph > 30 || sx < 1 || sx > 31 || sh < 1 || sh > 31
+            || off < 32768 || off > TABLE + 32768 || mx < 0 || mx > INT32_MAX || mh < 0 || mh > INT32_MAX
+            || bx < INT32_MIN || bx > INT32_MAX)
+            return 0;
+    }
+    return 1;
+}
+
+static PyObject *run_layer16(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer seq, lengths, h, c, w, p, lut, hs, tg, tcell;
+    WideLayer L;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "nnnniy*y*w*w*y*y*y*w*w*w*:run_layer16", &L.n, &L.steps, &L.n_in,
+                          &L.hidden, &L.c_frac, &seq, &lengths, &h, &c, &w, &p, &lut, &hs, &tg, &tcell))
+        return NULL;
+    const Py_ssize_t n = L.n, T = L.steps, H = L.hidden;
+    const int tracing = tg.len > 0;
+    Py_ssize_t s_seq, s_len, s_state, s_hs, s_tg, s_tc, s_w, s_p;
+    const int sizes_ok = n >= 0 && T >= 0 && L.n_in >= 0 && L.n_in <= (1 << 20) && H >= 1 && H <= (1 << 20)
+                         && size3(n, T, L.n_in, &s_seq) && size3(n, 8, 1, &s_len) && size3(n, H, 4, &s_state)
+                         && size3(n, T, H, &s_hs) && size3(s_hs, 4, 4, &s_tg) && size3(s_hs, 4, 1, &s_tc)
+                         && size3(L.n_in + H, 4 * H, 4, &s_w) && size3(N_WIDE, 4 * H, 8, &s_p);
+    if (!sizes_ok) {
+        PyErr_SetString(PyExc_ValueError, "run_layer16: bad shape (negative, too large, or sizes that overflow)");
+    } else if (L.c_frac < 0 || L.c_frac > 2 * OUT_FRAC - 1) {
+        PyErr_SetString(PyExc_ValueError, "run_layer16: c_frac out of range");
+    } else if (!(aligned(&seq, 2, "seq") && aligned(&lengths, 8, "lengths") && aligned(&h, 4, "h")
+                 && aligned(&c, 4, "c") && aligned(&w, 4, "w") && aligned(&p, 8, "params")
+                 && aligned(&lut, 2, "lut") && aligned(&hs, 2, "hs") && aligned(&tg, 4, "trace_gates")
+                 && aligned(&tcell, 4, "trace_cell"))) {
+        /* the error is set */
+    } else if (!expect(&p, s_p, "params")) {
+        /* the error is set */
+    } else if (!wide_params_ok(p.buf, 4 * H)) {
+        PyErr_SetString(PyExc_ValueError, "run_layer16: a shift, multiplier or table offset is out of range");
+    } else if (expect(&seq, 2 * s_seq, "seq") && expect(&lengths, s_len, "lengths") && expect(&h, s_state, "h")
+               && expect(&c, s_state, "c") && expect(&w, s_w, "w") && expect(&lut, (2 * TABLE + 2) * 2, "lut")
+               && expect(&hs, 2 * s_hs, "hs")
+               && (!tracing || (expect(&tg, s_tg, "trace_gates") && expect(&tcell, s_tc, "trace_cell")))) {
+        L.seq = seq.buf;
+        L.lengths = lengths.buf;
+        L.h = h.buf;
+        L.c = c.buf;
+        L.w = w.buf;
+        L.p = p.buf;
+        L.lut = lut.buf;
+        L.hs = hs.buf;
+        L.trace_gates = tracing ? tg.buf : NULL;
+        L.trace_cell = tracing ? tcell.buf : NULL;
+        int code;
+        Py_BEGIN_ALLOW_THREADS
+        code = run_wide(&L);
+        Py_END_ALLOW_THREADS
+        if (code < 0)
+            PyErr_NoMemory();
+        else
+            result = PyLong_FromLong(code);
+    }
+    PyBuffer_Release(&seq);
+    PyBuffer_Release(&lengths);
+    PyBuffer_Release(&h);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&lut);
+    PyBuffer_Release(&hs);
+    PyBuffer_Release(&tg);
+    PyBuffer_Release(&tcell);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"run_layer", run_layer, METH_VARARGS,
      "run_layer(n, steps, n_in, hidden, rows, c_frac, kernel, seq, lengths, h, c, w, params,"
      " lut, hs, trace_gates, trace_cell) -> OK or an overflow code (see edge_agent/recurrence.py)"},
+    {"run_layer16", run_layer16, METH_VARARGS,
+     "run_layer16(n, steps, n_in, hidden, c_frac, seq, lengths, h, c, w, params, lut, hs, trace_gates,"
+     " trace_cell) -> OK or an overflow code: a 16-bit-state layer (see edge_agent/recurrence.py)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -537,6 +715,7 @@ PyMODINIT_FUNC PyInit__recurrence(void) {
               || PyModule_AddIntConstant(m, "INPUT_OVERFLOW", INPUT_OVERFLOW)
               || PyModule_AddIntConstant(m, "RECURRENT_OVERFLOW", RECURRENT_OVERFLOW)
               || PyModule_AddIntConstant(m, "N_PARAMS", N_PARAMS)
+              || PyModule_AddIntConstant(m, "N_WIDE", N_WIDE)
               || PyModule_AddIntConstant(m, "KERNEL_INT32", KERNEL_INT32)
               || PyModule_AddIntConstant(m, "KERNEL_FLOAT32", KERNEL_FLOAT32)
               || PyModule_AddIntConstant(m, "KERNEL_VNNI", KERNEL_VNNI)

@@ -7,7 +7,8 @@ checked, so a 64-bit host cannot hide an overflow the 32-bit board would suffer.
 The time loop of each layer is C (recurrence.py lays out its operands,
 _recurrence.c computes) in the board's 32-bit arithmetic; its int8 x int8
 matmuls have three kernels that give the same sums (docs/arithmetic.md, "Why
-the host reference is exact").
+the host reference is exact"). A model with a 16-bit state (h int16 on
+2**-15) runs the same API through a plain int16 x int8 loop.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..blob import QuantModel
-from ..quant.fixedpoint import requantize
+from ..quant.fixedpoint import pre_shift, requantize
 from ..quant.lut import lookup
 from .inputs import as_int8
-from .recurrence import GATE_TABLE, LayerKernel
+from .recurrence import GATE_TABLE, LayerKernel, WideLayerKernel
 
 
 def full_table(table: np.ndarray, lut_shift: int) -> np.ndarray:
@@ -30,7 +31,8 @@ def full_table(table: np.ndarray, lut_shift: int) -> np.ndarray:
 
 @dataclass
 class Trace:
-    """Integer internals per layer: gate pre-activations (Q3.12), cell, hidden."""
+    """Integer internals per layer: gate pre-activations (Q3.12), cell, hidden
+    (int8 or int16 values, as the model's state)."""
 
     gates: list[np.ndarray] = field(default_factory=list)
     cell: list[np.ndarray] = field(default_factory=list)
@@ -50,11 +52,15 @@ class IntegerLSTM:
         sig, tanh = full_table(model.sigmoid, model.lut_shift), full_table(model.tanh, model.lut_shift)
         self._lut = np.concatenate([sig, tanh, [0, 0]]).astype(np.int16)  # 2 spare: the kernel reads in pairs
         gate_offsets = 32768 + np.repeat(np.array([0, 0, GATE_TABLE, 0]), model.hidden)
-        self.layers = [LayerKernel.of(k, layer, gate_offsets, kernel) for k, layer in enumerate(model.layers)]
+        if model.h_bits == 16:
+            self.layers = [WideLayerKernel.of(k, layer, gate_offsets) for k, layer in enumerate(model.layers)]
+        else:
+            self.layers = [LayerKernel.of(k, layer, gate_offsets, kernel) for k, layer in enumerate(model.layers)]
         head = model.head
         self.head_w_t = head.w.T.astype(np.float64)
         self.head_b = head.b.astype(np.int64)
         self.head_m, self.head_s = head.m.astype(np.int64), head.s.astype(np.int64)
+        self.head_p = np.zeros_like(self.head_s) if head.p is None else head.p.astype(np.int64)
         self.h: list[np.ndarray] = []
         self.c: list[np.ndarray] = []
 
@@ -62,8 +68,9 @@ class IntegerLSTM:
 
     def _layer(self, k: int, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
                trace: Trace | None = None) -> np.ndarray:
-        """Layer k over seq int8 [n, T, C] from state (h, c), which is left holding
-        the final state; returns h at every step, int8 [n, T, H]."""
+        """Layer k over seq [n, T, C] (int8, or the int16 h below) from state (h, c),
+        which is left holding the final state; returns h at every step, [n, T, H]
+        int8 or int16 as the state."""
         hs, gates, cell = self.layers[k].run(seq, lengths, h, c, self._lut, trace is not None)
         if trace is not None:
             trace.gates.append(gates.astype(np.int64))
@@ -90,7 +97,8 @@ class IntegerLSTM:
         return self.h[-1]
 
     def hidden_sequence(self, x_q: np.ndarray, lengths: np.ndarray | None = None) -> np.ndarray:
-        """The top layer's h after every step, int8 [n, T, H], for windows x_q
+        """The top layer's h after every step, [n, T, H] (int8, or int16 for a
+        16-bit state), for windows x_q
         [n, T, C] each from a zero state (the anomaly head reads every step)."""
         seq = as_int8(x_q)
         n, steps, _ = seq.shape
@@ -105,6 +113,7 @@ class IntegerLSTM:
         """int32 logits [B, K] (scale 2**-out_frac) from the top layer's h."""
         h = self.h[-1] if h_top is None else h_top
         acc = (h.astype(np.float64) @ self.head_w_t).astype(np.int64) + self.head_b  # exact: |acc| < 2**53
+        acc = pre_shift(acc, self.head_p, "head pre-shift")  # a 16-bit state's; 0 (none) for 8 bits
         return requantize(acc, self.head_m, self.head_s, "head requantization")
 
     # ---- whole windows ---------------------------------------------------------------

@@ -9,6 +9,10 @@ build has them, float32 when every partial sum provably stays below 2**24
 after a per-row range check, computed here from the multiplier, shift and bias,
 has proven the product fits int32; a value outside that range stops the run and
 OverflowProofError names the layer (docs/arithmetic.md).
+
+A model with a 16-bit state runs each layer through WideLayerKernel instead: a
+plain int16 x int8 loop with the pre-shifts of docs/arithmetic.md, "16-bit
+hidden state", checked against int32 as it runs.
 """
 from __future__ import annotations
 
@@ -34,9 +38,13 @@ if _recurrence.HAS_VNNI:
     KERNELS["vnni"] = _recurrence.KERNEL_VNNI
 
 
-def accumulator_bound(w: np.ndarray) -> int:
-    """Largest |sum_j w[r, j] * x_j| over rows r and int8 inputs x."""
-    return int(128 * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0))
+WIDE_PARAMS = ("bx", "px", "mx", "sx", "ph", "mh", "sh", "gate offset")  # WideLayerKernel's rows: enum W_*
+assert _recurrence.N_WIDE == len(WIDE_PARAMS)
+
+
+def accumulator_bound(w: np.ndarray, x_bound: int = 128) -> int:
+    """Largest |sum_j w[r, j] * x_j| over rows r and inputs |x_j| <= x_bound (int8: 128)."""
+    return int(x_bound * np.abs(w.astype(np.int64)).sum(axis=1).max(initial=0))
 
 
 def safe_accumulators(mult: int, half: int, bias: int) -> tuple[int, int]:
@@ -145,8 +153,53 @@ class LayerKernel:
             n, steps, self.n_in, H, self.rows, self.c_frac, KERNELS[self.kernel],
             np.ascontiguousarray(seq, np.int8), np.ascontiguousarray(lengths, np.int64), h, c,
             self.w, self.params, lut, hs, gates, cell)
-        if code == _recurrence.INPUT_OVERFLOW:
-            raise OverflowProofError(f"layer {self.index} input requantization: a value left the int32 range")
-        if code == _recurrence.RECURRENT_OVERFLOW:
-            raise OverflowProofError(f"layer {self.index} recurrent requantization: a value left the int32 range")
+        _raise_overflow(code, self.index)
+        return hs, gates, cell
+
+
+def _raise_overflow(code: int, layer: int) -> None:
+    """The kernels' overflow codes as OverflowProofError, naming the layer."""
+    if code == _recurrence.INPUT_OVERFLOW:
+        raise OverflowProofError(f"layer {layer} input requantization: a value left the int32 range")
+    if code == _recurrence.RECURRENT_OVERFLOW:
+        raise OverflowProofError(f"layer {layer} recurrent requantization: a value left the int32 range")
+
+
+@dataclass(frozen=True)
+class WideLayerKernel:
+    """One layer of a 16-bit-state model, ready for run_layer16: weights
+    [n_in + H, 4H] transposed as int32, and every per-row integer in one int64
+    table. Layer 0's inputs are int8, the others' the int16 h below."""
+
+    index: int
+    n_in: int
+    hidden: int
+    c_frac: int
+    w: np.ndarray
+    params: np.ndarray
+
+    @classmethod
+    def of(cls, k: int, layer: QuantLayer, gate_offsets: np.ndarray) -> "WideLayerKernel":
+        hidden, n_in = layer.wh.shape[1], layer.wx.shape[1]
+        bound = max(accumulator_bound(layer.wx, 128 if k == 0 else 32768), accumulator_bound(layer.wh, 32768))
+        if bound > INT32_MAX:  # every partial sum is at most this: the loop's int32 sums are exact
+            raise OverflowProofError(f"layer {k}: a gate accumulator can reach {bound} > 2^31-1")
+        w = np.concatenate([layer.wx.T, layer.wh.T]).astype(np.int32)
+        zeros = np.zeros(4 * hidden, np.int64)
+        p = np.stack([layer.bx, zeros if layer.px is None else layer.px, layer.mx, layer.sx,  # WIDE_PARAMS
+                      zeros if layer.ph is None else layer.ph, layer.mh, layer.sh, gate_offsets]).astype(np.int64)
+        return cls(k, n_in, hidden, layer.c_frac, np.ascontiguousarray(w), np.ascontiguousarray(p))
+
+    def run(self, seq: np.ndarray, lengths: np.ndarray, h: np.ndarray, c: np.ndarray,
+            lut: np.ndarray, trace: bool = False):
+        """As LayerKernel.run; seq and the h returned at every step are int16."""
+        n, steps, _ = seq.shape
+        H = self.hidden
+        hs = np.zeros((n, steps, H), np.int16)
+        shape = ((n, steps, 4 * H), (n, steps, H)) if trace else ((0,), (0,))
+        gates, cell = np.zeros(shape[0], np.int32), np.zeros(shape[1], np.int32)
+        code = _recurrence.run_layer16(
+            n, steps, self.n_in, H, self.c_frac, np.ascontiguousarray(seq, np.int16),
+            np.ascontiguousarray(lengths, np.int64), h, c, self.w, self.params, lut, hs, gates, cell)
+        _raise_overflow(code, self.index)
         return hs, gates, cell
