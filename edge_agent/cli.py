@@ -460,9 +460,9 @@ COMMANDS = {
             help="the spectral front-end for WAV data (default: config's frontend.kind; auto: mel)"),
         arg("--state-bits", default="auto", metavar="BITS",
             help="hidden state width: 8 (int8, the least RAM and cycles), 16 (int16: closer to the float "
-                 "model over long windows; at most 128 hidden units) or auto (default: 16 only where 8 bits "
-                 "keep under 99%% of the float decisions on held-out calibration windows and 16 keep more; "
-                 "8 for front-end and anomaly models)"),
+                 "model over long windows; at most 128 hidden units) or auto (default: 16 only where, on held-out "
+                 "calibration windows, 8 bits keep under 99%% of the float decisions or leave over 2%% near "
+                 "the edge, and 16 do better; 8 for front-end and anomaly models)"),
         CONFIG,
     ]),
     "evaluate": (cmd_evaluate, "float vs int8 accuracy on DATA's test split", [
