@@ -50,20 +50,25 @@ def windows(model, src, out, trace):
         out.write(struct.pack("<%di" % model.n_classes, *c.head(state)))
 
 
+def _feed(c, sample, channels, raw):
+    """One sample into the cell's inputs: int16 readings quantized on the device,
+    or int8 inputs (stored offset by 128)."""
+    if raw:
+        for ch in range(channels):
+            c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
+        c.quantize(c.raw)
+    else:
+        for ch in range(channels):
+            c.x[ch] = sample[ch] ^ 0x80
+
+
 def stream(model, src, out):
     total, channels, window, hop, continuous, raw = _ints(src, 6)
     c = cell.Cell(model)
     s = Stream(c, window, hop, continuous == 1)
     size = 2 if raw else 1
     for t in range(total):
-        sample = src.read(channels * size)
-        if raw:
-            for ch in range(channels):
-                c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
-            c.quantize(c.raw)
-        else:
-            for ch in range(channels):
-                c.x[ch] = sample[ch] ^ 0x80
+        _feed(c, src.read(channels * size), channels, raw)
         ready = s.push()
         if ready is not None:
             logits = c.head(ready)
@@ -80,14 +85,7 @@ def anomaly(model, src, out):
     a = Anomaly(c, model)
     size = 2 if raw else 1
     for t in range(total):
-        sample = src.read(channels * size)
-        if raw:
-            for ch in range(channels):
-                c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
-            c.quantize(c.raw)
-        else:
-            for ch in range(channels):
-                c.x[ch] = sample[ch] ^ 0x80
+        _feed(c, src.read(channels * size), channels, raw)
         event = a.push()
         out.write(struct.pack("<2i", a.score, event))
 

@@ -58,8 +58,7 @@ def _score(model, calib, lengths, want, name, h_bits, kwargs) -> dict:
     agree, risky, sq, count = 0, 0, 0.0, 0
     top2 = np.sort(want, axis=1)[:, -2:]
     for fit, judge in _folds(len(calib)):
-        sub = (lambda v: None if v is None else v[fit])(lengths)
-        qm = _quantize(model, calib[fit], sub, name, h_bits, kwargs)
+        qm = _quantize(model, calib[fit], None if lengths is None else lengths[fit], name, h_bits, kwargs)
         held = None if lengths is None else lengths[judge]
         got = IntegerLSTM(qm).run(int8_inputs(qm, calib[judge]), held) / 2.0 ** OUT_FRAC
         err = got - want[judge]
