@@ -12,10 +12,10 @@ KERNEL = kernels.KERNEL  # which matvec this board runs: "thumb" or "viper"
 
 
 def kernels_for(model):
-    """(matvec of the state, lstm_update) for the model's state width: a 16-bit
-    state's update is viper on every port (layer 0's int8 inputs keep matvec)."""
+    """(matvec of the state, lstm_update) for the model's state width (layer 0's
+    int8 inputs keep matvec)."""
     if model.h_bits == 16:
-        return kernels.matvec16, kernels.lstm_update_viper
+        return kernels.matvec16, kernels.lstm_update16
     return matvec, kernels.lstm_update
 
 

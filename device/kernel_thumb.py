@@ -1,17 +1,23 @@
 # The cell's kernels for Thumb boards (RP2040: Cortex-M0+, armv6m), in
 # MicroPython's inline assembler. kernels.py uses them when the board is ARM and
 # keeps its viper kernels elsewhere (ESP32, the unix port); flash sends this
-# file to ARM boards only. matvec16 serves a 16-bit state (whose lstm_update is
-# viper on every port). Measured on the emulated RP2040 (bench/rp2040_cycles.py):
-# an H=32, I=6 timestep costs 56,260 cycles with these against 209,336 with the
-# viper kernels. The host runs matvec's machine code on an emulated Cortex-M
-# (tests/armv6m.py); tests/test_rp2040.py holds both to the reference on the
-# official firmware.
+# file to ARM boards only. A 16-bit state runs matvec16 for h and the same
+# lstm_update, which reads the widths from the meta words. Measured on the
+# emulated RP2040, an H=32, I=6 timestep: 56,245 cycles with these against
+# 215,927 with the viper kernels (bench/rp2040_cycles.py); 58,427 with an 8-bit
+# and 59,020 with a 16-bit state (bench/state16.py, other inputs; 127,589 when
+# the 16-bit lstm_update was viper). The host runs the machine code on an
+# emulated Cortex-M against numpy and the viper kernels (tests/armv6m.py,
+# tests/test_device_thumb.py); tests/test_rp2040.py holds the cell to the
+# reference on the official firmware.
 #
 # Only r0-r7 serve most instructions. r8-r11 are callee-saved and nothing saves
-# them for us: lstm_update saves and restores them itself. Encodings the
-# assembler has no mnemonic for are written with data(): sxth Rd, Rm is
-# 0xB200 | Rm << 3 | Rd.
+# them for us: each kernel saves and restores them itself. Encodings the
+# assembler has no mnemonic or operand form for are written with data():
+#   sxth Rd, Rm                    0xB200 | Rm << 3 | Rd
+#   ldr Rt, [Rn, Rm]               0x5800 | Rm << 6 | Rn << 3 | Rt
+#   add Rd, Rm (Rd low, Rm r8-r11) 0x4400 | Rm << 3 | Rd
+#   cmp Rn, Rm (Rn low, Rm r8-r11) 0x4500 | Rm << 3 | Rn
 # The assembler's names (r0, label, ldrb, str...) are not Python's:
 # pyright: reportUndefinedVariable=false, reportArgumentType=false, reportCallIssue=false
 import micropython
@@ -150,98 +156,86 @@ def matvec(r0, r1, r2, r3):
 
 @micropython.asm_thumb
 def lstm_update(r0, r1, r2, r3):
-    # kernels.lstm_update_viper, step for step (docs/arithmetic.md): gate
+    # kernels.lstm_update_viper, step for step (docs/arithmetic.md), for either
+    # state width (meta M_XW, M_HW: 1 or 2 bytes per stored x, h): gate
     # pre-activations from the two matvecs' dot products, the gate tables, then
     # c and h of every unit. r0 = arena, r1 = meta (kernels.M_* words), r2 = the
     # State's address, r3 = x's address. Five passes, so each loop fits the eight
     # low registers:
-    #   1. xs, hs: sums of the +128-encoded x and h (the offset corrections)
+    #   1. xs, hs: sums of the stored x and h (the offset corrections)
     #   2. per gate row: z = sat16(requant(dx) + requant(dh)) + 32768
     #   3. z of gates i, f, o through the sigmoid table, g through tanh (in place)
     #   4. per unit: c = sat16(f c + i g), and tanh's input from c into i's slot
-    #   5. that slot through tanh; h = sat8(o tanh(c)) + 128
-    # The four arguments stay on the stack as a frame: [sp] arena, [sp+4] meta,
-    # [sp+8] state, [sp+12] x, read with mov(rN, sp) then ldr.
+    #   5. that slot through tanh; h = sat8(o tanh(c)) + 128, or sat16 + 32768
+    # Passes 2 and 5 have a loop per width, so the 8-bit state pays nothing for
+    # the 16-bit one. The four arguments stay on the stack as a frame: [sp]
+    # arena, [sp+4] meta, [sp+8] state, [sp+12] x, read with mov(rN, sp) then ldr.
     mov(r4, r8)
     mov(r5, r9)
     mov(r6, r10)
     mov(r7, r11)
     push({r4, r5, r6, r7})
     push({r0, r1, r2, r3})
-    # -- 1. xs = 128 * sum x[0..ip), hs = 128 * sum h[0..hp)
-    ldr(r4, [r1, 12])  # M_IP
-    add(r4, r4, r3)
-    mov(r5, 0)
-    label(XSUM)
-    ldrb(r6, [r3, 0])
-    add(r5, r5, r6)
-    add(r3, 1)
-    cmp(r3, r4)
-    bcc(XSUM)
-    lsl(r5, r5, 7)
-    mov(r8, r5)  # r8: xs
+    # -- 1. r8 = -xs = -128 sum x[0..ip), r9 = -hs = -128 sum h[0..hp)
+    ldr(r4, [r1, 12])  # M_IP, from r3 = x
+    ldr(r6, [r1, 60])  # M_XW
+    bl(SUM)
+    mov(r8, r5)
     ldr(r3, [r1, 40])  # M_HU
     add(r3, r3, r2)
     ldr(r4, [r1, 20])  # M_HP
-    add(r4, r4, r3)
-    mov(r5, 0)
-    label(HSUM)
-    ldrb(r6, [r3, 0])
-    add(r5, r5, r6)
-    add(r3, 1)
-    cmp(r3, r4)
-    bcc(HSUM)
-    lsl(r5, r5, 7)
-    mov(r9, r5)  # r9: hs
-    # -- 2. per row (6 words: Kx, Mx, Sx, Kh, Mh, Sh):
-    #    z = sat16(((dx + Kx - xs) Mx + 2^(Sx-1)) >> Sx + ((dh + Kh - hs) Mh + 2^(Sh-1)) >> Sh) + 32768
-    ldr(r4, [r1, 48])  # M_DX
-    add(r4, r4, r2)  # r4: dx[r]
+    ldr(r6, [r1, 64])  # M_HW
+    bl(SUM)
+    mov(r9, r5)
+    # -- 2. per row (6 words: Kx, Mx, Sx | Px << 8, Kh, Mh, Sh | Ph << 8):
+    #    z = sat16(requant((dx + Kx - xs) >> Px) + requant((dh + Kh - hs) >> Ph)) + 32768,
+    #    requant(a) = (a M + 2^(S-1)) >> S. Register shifts read only the low byte
+    #    of their count: a shift word shifts by S as it is.
+    ldr(r3, [r1, 48])  # M_DX
     ldr(r6, [r1, 52])  # M_DH
-    add(r6, r6, r2)
-    sub(r6, r6, r4)
-    mov(r10, r6)  # r10: dh - dx
+    sub(r6, r6, r3)  # r6: dh - dx, ldr's register offset from dx[r]
+    add(r4, r3, r2)  # r4: dx[r]
     ldr(r5, [r1, 8])  # M_ROWS
     add(r5, r5, r0)  # r5: row constants
     ldr(r7, [r1, 56])  # M_Z
     add(r7, r7, r2)  # r7: z[r]
-    ldr(r6, [r1, 16])  # M_H
-    lsl(r6, r6, 3)  # 4 H rows of 2 bytes
-    add(r6, r6, r7)
-    mov(r11, r6)  # r11: end of z
-    label(ROW)
+    mov(r3, 128)
+    lsl(r3, r3, 8)
+    mov(r10, r3)  # r10: 32768
+    ldr(r3, [r1, 16])  # M_H
+    lsl(r3, r3, 3)  # 4 H rows of 2 bytes
+    add(r3, r3, r7)
+    mov(r11, r3)  # r11: end of z
+    ldr(r3, [r1, 64])  # M_HW
+    cmp(r3, 2)
+    beq(ROW16)
+    label(ROW)  # an 8-bit state: every P is 0 (blob.pre_shifts), no pre-shift
     ldr(r0, [r4, 0])  # dx
     ldr(r1, [r5, 0])  # Kx
     add(r0, r0, r1)
-    mov(r1, r8)
-    sub(r0, r0, r1)
+    data(2, 0x4400 | 8 << 3 | 0)  # add r0, r8: - xs
     ldr(r1, [r5, 4])  # Mx
     mul(r0, r1)
     ldr(r2, [r5, 8])  # Sx
-    sub(r3, r2, 1)
     mov(r1, 1)
-    lsl(r1, r3)
+    lsl(r1, r2)
+    lsr(r1, r1, 1)
     add(r0, r0, r1)
     asr(r0, r2)
-    mov(r6, r10)
-    add(r6, r6, r4)
-    ldr(r1, [r6, 0])  # dh
+    data(2, 0x5800 | 6 << 6 | 4 << 3 | 1)  # ldr r1, [r4, r6]: dh
     ldr(r2, [r5, 12])  # Kh
     add(r1, r1, r2)
-    mov(r2, r9)
-    sub(r1, r1, r2)
+    data(2, 0x4400 | 9 << 3 | 1)  # add r1, r9: - hs
     ldr(r2, [r5, 16])  # Mh
     mul(r1, r2)
     ldr(r2, [r5, 20])  # Sh
-    sub(r3, r2, 1)
-    mov(r6, 1)
-    lsl(r6, r3)
-    add(r1, r1, r6)
+    mov(r3, 1)
+    lsl(r3, r2)
+    lsr(r3, r3, 1)
+    add(r1, r1, r3)
     asr(r1, r2)
     add(r0, r0, r1)
-    mov(r1, 128)
-    lsl(r1, r1, 8)
-    add(r0, r0, r1)  # + 32768: in range when 0 <= z <= 65535
+    data(2, 0x4400 | 10 << 3 | 0)  # add r0, r10: + 32768, in range when 0 <= z <= 65535
     lsr(r1, r0, 16)
     beq(ROW_OK)
     asr(r0, r0, 31)  # out of range: below -> 0, above -> 65535
@@ -252,10 +246,54 @@ def lstm_update(r0, r1, r2, r3):
     add(r4, 4)
     add(r5, 24)
     add(r7, 2)
-    mov(r6, r11)
-    cmp(r7, r6)
+    data(2, 0x4500 | 11 << 3 | 7)  # cmp r7, r11
     bcc(ROW)
+    b(GATES)
+    label(ROW16)  # ROW with the pre-shifts of a 16-bit state
+    ldr(r0, [r4, 0])  # dx
+    ldr(r1, [r5, 0])  # Kx
+    add(r0, r0, r1)
+    data(2, 0x4400 | 8 << 3 | 0)  # add r0, r8: - xs
+    ldr(r2, [r5, 8])  # Sx | Px << 8
+    lsr(r1, r2, 8)
+    asr(r0, r1)  # >> Px
+    ldr(r1, [r5, 4])  # Mx
+    mul(r0, r1)
+    mov(r1, 1)
+    lsl(r1, r2)
+    lsr(r1, r1, 1)
+    add(r0, r0, r1)
+    asr(r0, r2)
+    data(2, 0x5800 | 6 << 6 | 4 << 3 | 1)  # ldr r1, [r4, r6]: dh
+    ldr(r2, [r5, 12])  # Kh
+    add(r1, r1, r2)
+    data(2, 0x4400 | 9 << 3 | 1)  # add r1, r9: - hs
+    ldr(r2, [r5, 20])  # Sh | Ph << 8
+    lsr(r3, r2, 8)
+    asr(r1, r3)  # >> Ph
+    ldr(r3, [r5, 16])  # Mh
+    mul(r1, r3)
+    mov(r3, 1)
+    lsl(r3, r2)
+    lsr(r3, r3, 1)
+    add(r1, r1, r3)
+    asr(r1, r2)
+    add(r0, r0, r1)
+    data(2, 0x4400 | 10 << 3 | 0)  # add r0, r10: + 32768
+    lsr(r1, r0, 16)
+    beq(ROW16_OK)
+    asr(r0, r0, 31)
+    mvn(r0, r0)
+    lsr(r0, r0, 16)
+    label(ROW16_OK)
+    strh(r0, [r7, 0])
+    add(r4, 4)
+    add(r5, 24)
+    add(r7, 2)
+    data(2, 0x4500 | 11 << 3 | 7)  # cmp r7, r11
+    bcc(ROW16)
     # -- 3. the gate tables: mask and half of the interpolation in r8, r9
+    label(GATES)
     mov(r0, sp)
     ldr(r1, [r0, 4])  # meta
     ldr(r7, [r1, 28])  # M_LS: r7 = ls for LUT
@@ -383,7 +421,8 @@ def lstm_update(r0, r1, r2, r3):
     add(r5, 2)
     cmp(r4, r7)
     bcc(CELL)
-    # -- 5. tanh of that, then h = sat8((o t + 2^22) >> 23) + 128
+    # -- 5. tanh of that, then h = sat8((o t + 2^22) >> 23) + 128 (HID), or
+    #    sat16((o t + 2^14) >> 15) + 32768 (HID16)
     mov(r0, sp)
     ldr(r1, [r0, 4])
     ldr(r7, [r1, 28])  # M_LS
@@ -407,6 +446,7 @@ def lstm_update(r0, r1, r2, r3):
     mov(r0, sp)
     ldr(r1, [r0, 4])
     ldr(r2, [r0, 8])
+    ldr(r3, [r1, 64])  # M_HW
     ldr(r4, [r1, 56])  # M_Z
     add(r4, r4, r2)  # r4: tanh(c)[n]
     ldr(r5, [r1, 40])  # M_HU
@@ -417,6 +457,8 @@ def lstm_update(r0, r1, r2, r3):
     add(r1, r6, r6)
     add(r6, r6, r1)
     add(r6, r6, r4)  # r6: o[n], 6 H bytes on
+    cmp(r3, 2)
+    beq(HID16)
     label(HID)
     ldrh(r0, [r4, 0])
     data(2, 0xB200 | 0 << 3 | 0)  # sxth r0, r0
@@ -440,6 +482,31 @@ def lstm_update(r0, r1, r2, r3):
     add(r6, 2)
     cmp(r4, r7)
     bcc(HID)
+    b(EXIT)
+    label(HID16)
+    ldrh(r0, [r4, 0])
+    data(2, 0xB200 | 0 << 3 | 0)  # sxth r0, r0
+    ldrh(r1, [r6, 0])
+    data(2, 0xB200 | 1 << 3 | 1)  # sxth r1, r1
+    mul(r0, r1)
+    mov(r1, 1)
+    lsl(r1, r1, 14)
+    add(r0, r0, r1)
+    asr(r0, r0, 15)
+    lsl(r1, r1, 1)
+    add(r0, r0, r1)  # + 32768
+    lsr(r1, r0, 16)
+    beq(H16_OK)
+    asr(r0, r0, 31)
+    mvn(r0, r0)
+    lsr(r0, r0, 16)
+    label(H16_OK)
+    strh(r0, [r5, 0])
+    add(r4, 2)
+    add(r5, 2)
+    add(r6, 2)
+    cmp(r4, r7)
+    bcc(HID16)
     b(EXIT)
     # LUT: z[r4..r5) (uint16 table positions) -> int16 table values, in place:
     # v = T[u >> ls] + (((T[(u >> ls) + 1] - T[u >> ls]) (u & mask) + half) >> ls)
@@ -467,6 +534,33 @@ def lstm_update(r0, r1, r2, r3):
     cmp(r4, r5)
     bcc(LUT)
     bx(lr)
+    # SUM: r5 = -128 * the sum of r4 stored values from r3, bytes or (r6 = 2)
+    # uint16; clobbers r3, r4, r6
+    label(SUM)
+    mov(r5, 0)
+    cmp(r6, 2)
+    beq(SUM16)
+    add(r4, r4, r3)
+    label(SUM8)
+    ldrb(r6, [r3, 0])
+    add(r5, r5, r6)
+    add(r3, 1)
+    cmp(r3, r4)
+    bcc(SUM8)
+    b(SUMMED)
+    label(SUM16)
+    add(r4, r4, r4)
+    add(r4, r4, r3)
+    label(SUM16_NEXT)
+    ldrh(r6, [r3, 0])
+    add(r5, r5, r6)
+    add(r3, 2)
+    cmp(r3, r4)
+    bcc(SUM16_NEXT)
+    label(SUMMED)
+    lsl(r5, r5, 7)
+    neg(r5, r5)
+    bx(lr)
     label(EXIT)
     pop({r0, r1, r2, r3})
     pop({r4, r5, r6, r7})
@@ -475,6 +569,11 @@ def lstm_update(r0, r1, r2, r3):
     mov(r10, r6)
     mov(r11, r7)
     mov(r0, 0)
+
+
+# A kernel_thumb older than the 16-bit lstm_update lacks this name: kernels._pick16
+# then keeps lstm_update_viper for a 16-bit state.
+lstm_update16 = lstm_update
 
 
 @micropython.asm_thumb

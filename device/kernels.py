@@ -319,12 +319,13 @@ matvec, lstm_update, KERNEL = _pick()
 
 
 def _pick16():
-    """A 16-bit state's matvec: Thumb where the 8-bit kernels are (its lstm_update
-    is lstm_update_viper on every port)."""
+    """A 16-bit state's matvec and lstm_update: Thumb where the 8-bit kernels are,
+    each viper where this board's kernel_thumb is older than it."""
     if KERNEL == "thumb":
         import kernel_thumb  # pyright: ignore[reportMissingImports]
-        return getattr(kernel_thumb, "matvec16", matvec16_viper)  # an older kernel_thumb has none
-    return matvec16_viper
+        return (getattr(kernel_thumb, "matvec16", matvec16_viper),
+                getattr(kernel_thumb, "lstm_update16", lstm_update_viper))
+    return matvec16_viper, lstm_update_viper
 
 
-matvec16 = _pick16()
+matvec16, lstm_update16 = _pick16()

@@ -1,10 +1,11 @@
-"""Run the Thumb kernel mpy-cross emits for device/kernel_thumb.py on an emulated
-Cortex-M (Unicorn, QEMU's CPU core), so the RP2040's matvec is checked on the
-host bit for bit and its executed instructions counted.
+"""Run the Thumb kernels mpy-cross emits for device/kernel_thumb.py on an emulated
+Cortex-M (Unicorn, QEMU's CPU core), so the RP2040's matvecs and lstm_update are
+checked on the host bit for bit and their executed instructions counted.
 
 Unicorn's M-class core accepts Thumb-2 whatever CPU model is asked for, so
 armv6m fitness is checked on the code itself: `wide_instructions` finds any
-32-bit encoding (armv6m has none a kernel would use; the RP2040 would fault).
+32-bit encoding (armv6m has none a kernel would use but BL, lstm_update's
+subroutine calls; the RP2040 would fault on the others).
 
 Only what that file needs is read from the .mpy (format v6): the module's
 bytecode is skipped and its inline-assembler children are returned in source
@@ -97,12 +98,15 @@ def compile_kernel(arch: str = "armv6m", source: Path = KERNEL_SOURCE) -> bytes:
         return out.read_bytes()
 
 
-def wide_instructions(code: bytes) -> list[int]:
-    """Offsets of 32-bit Thumb encodings (first halfword 0b11101/0b11110/0b11111...)."""
+def wide_instructions(code: bytes, except_bl: bool = False) -> list[int]:
+    """Offsets of 32-bit Thumb encodings (first halfword 0b11101/0b11110/0b11111...);
+    except_bl: other than BL, the one armv6m has that a kernel uses (lstm_update's calls)."""
     found, at = [], 0
     while at + 1 < len(code):
         if code[at + 1] >> 3 in (0b11101, 0b11110, 0b11111):
-            found.append(at)
+            is_bl = code[at + 1] >> 3 == 0b11110 and at + 3 < len(code) and code[at + 3] & 0xD0 == 0xD0
+            if not (except_bl and is_bl):
+                found.append(at)
             at += 4
         else:
             at += 2
@@ -146,7 +150,7 @@ class CortexM:
         return self.uc.reg_read(UC_ARM_REG_R0)
 
 
-MATVEC, MATVEC16 = 0, 2  # their places in device/kernel_thumb.py (lstm_update is 1)
+MATVEC, LSTM_UPDATE, MATVEC16 = 0, 1, 2  # their places in device/kernel_thumb.py
 
 
 class ThumbMatvec:
@@ -174,3 +178,26 @@ class ThumbMatvec:
         mem.mem_write(out_at, b"\xa5" * (4 * rows))  # junk: every row must be written
         self.cpu.call(x_at, w_at, out_at, n | rows << 16, count=count)
         return np.frombuffer(bytes(mem.mem_read(out_at, 4 * rows)), "<i4").copy()
+
+
+class ThumbLstmUpdate:
+    """device/kernel_thumb.lstm_update on the emulated core: the arena, meta words,
+    State and x as bytes in SRAM, as kernels.lstm_update_viper takes them."""
+
+    def __init__(self, mpy: bytes | None = None):
+        funcs = asm_functions(mpy if mpy is not None else compile_kernel())
+        self.code = funcs[LSTM_UPDATE].code
+        self.cpu = CortexM(self.code)
+
+    def __call__(self, arena: bytes, meta: list[int], state: bytes, x: bytes, count: bool = False) -> bytes:
+        """The State after one call."""
+        blocks = [arena, np.asarray(meta, "<i4").tobytes(), state, x]
+        at, addrs = RAM_BASE, []
+        for block in blocks:
+            addrs.append(at)
+            self.cpu.uc.mem_write(at, bytes(block))
+            at += (len(block) + 3) & ~3
+        if at > RAM_BASE + RAM_SIZE - 1024:
+            raise ValueError("case too large for the emulated SRAM")
+        self.cpu.call(*addrs, count=count)
+        return bytes(self.cpu.uc.mem_read(addrs[2], len(state)))

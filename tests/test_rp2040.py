@@ -156,15 +156,15 @@ def test_cell_bit_exact_on_arm(board):
 
 
 def test_state16_bit_exact_on_arm(board, settings, demo_paths):
-    """A 16-bit state on ARM (the Thumb matvec16 and 32-bit viper lstm_update): two random
-    models, 1 and 3 layers, every layer's h and c after every step, and the logits, equal
-    the reference."""
+    """A 16-bit state on ARM (the Thumb matvec16 and lstm_update): two random models, 1 and
+    3 layers, every layer's h and c after every step, and the logits, equal the reference."""
     flash.flash(settings, demo_paths["blob"], board.port, progress=False)  # device/, when run alone (-k)
     repl = RawRepl(board.port)
     try:
         repl.enter()
         repl.write_file("evalfile.py", (unixport.DEVICE_DIR / "evalfile.py").read_bytes())
-        repl.exec("import binascii, evalfile")
+        repl.exec("import binascii, evalfile, kernels")
+        assert repl.eval("kernels.lstm_update16 is kernels.lstm_update and kernels.KERNEL == 'thumb'")
         for seed, layers in ((4000, 1), (4001, 3)):
             qm, rng = random_quant_model(seed, layers, h_bits=16)
             x_q = extreme_inputs(rng, (3, 12, qm.n_inputs))
