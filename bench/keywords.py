@@ -156,6 +156,7 @@ def main() -> None:
     ap.add_argument("--channel-mask", type=int, default=AUDIO_RECIPE["channel_mask"])
     ap.add_argument("--tilt", type=float, default=AUDIO_RECIPE["tilt"])
     ap.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=AUDIO_RECIPE["class_weights"])
+    ap.add_argument("--input-noise", type=float, default=AUDIO_RECIPE["input_noise"])
     ap.add_argument("--train-fraction", type=float, default=1.0, help="train on a random part (exploring)")
     ap.add_argument("--window", type=int, default=49, help="frames per decision window (1 s)")
     ap.add_argument("--hop", type=int, default=10, help="frames between decisions (10: 5 staggered "
@@ -195,7 +196,8 @@ def main() -> None:
     else:
         cfg = TrainConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs,
                           label_smoothing=args.label_smoothing, time_mask=args.time_mask,
-                          channel_mask=args.channel_mask, tilt=args.tilt, class_weights=args.class_weights)
+                          channel_mask=args.channel_mask, tilt=args.tilt, class_weights=args.class_weights,
+                          input_noise=args.input_noise)
         fm, _ = train(x, y, None, cfg, data.class_names)
         print(f"train_seconds: {time.time() - t0:.0f}")
     rng = np.random.default_rng(0)

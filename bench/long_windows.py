@@ -2,7 +2,8 @@
 length, calibration and hidden-state width.
 
 For each task and window length a float model (1 layer, H=32) is trained by
-edge_agent.learn.train on windows of that length, then quantized with each
+edge_agent.learn.train on windows of that length (its defaults, with input
+noise of 4 int8 steps; --input-noise 0 trains without), then quantized with each
 calibration (quant.calibrate.CANDIDATES: min/max, percentile, MSE, each alone
 or with bias correction) and each hidden-state width (int8 h on 2**-7, as
 before; int16 h on 2**-15, docs/arithmetic.md "16-bit hidden state"), and run by
@@ -23,6 +24,7 @@ training windows, near chance for an LSTM: many near-ties). Prints one `name: va
 
     python bench/long_windows.py [--tasks activity vibration ACSF1] [--lengths 100 500 1000 2000]
                                  [--train-windows 500] [--test-windows 1000] [--epochs N]
+                                 [--widths [8 16]] [--input-noise STEPS]
 """
 from __future__ import annotations
 
@@ -81,6 +83,8 @@ def main() -> None:
                     "STEP_CAP window-steps of training allow)")
     ap.add_argument("--widths", nargs="*", type=int, default=[8, 16],
                     help="hidden-state widths to tabulate for every calibration (none: auto's row only)")
+    ap.add_argument("--input-noise", type=float, default=T.TrainConfig.input_noise,
+                    help="the trainer's input noise, in int8 steps")
     args = ap.parse_args()
     rows = [("auto", None)] + [(c, bits) for bits in args.widths for c in CANDIDATES]
     worst: dict[str, tuple[float, float]] = {}
@@ -97,7 +101,7 @@ def main() -> None:
                 continue
             done.add(L)
             start = time.perf_counter()
-            cfg = T.TrainConfig(seed=1)
+            cfg = T.TrainConfig(seed=1, input_noise=args.input_noise)
             cap = args.epochs or max(1, int(STEP_CAP // (len(x) * L)))
             cfg.epochs = min(T.resolve_epochs(cfg, len(x)), cap)
             model, _ = T.train(x, y, cfg=cfg)

@@ -79,6 +79,43 @@ def test_refit_retrains_on_every_window_for_the_chosen_epochs(windows):
     assert not np.array_equal(refit.head_w, held_out.head_w)  # more data, other weights
 
 
+def test_input_noise_is_int8_steps_on_training_batches_only(monkeypatch, windows):
+    """Every training batch carries Gaussian noise of input_noise int8 steps per
+    channel (the channel's range over valid steps / 255); validation is clean."""
+    x, y = windows
+    x = x * np.array([1.0, 10.0, 0.1, 1.0, 1.0, 3.0])  # channels of very different ranges
+    lengths = np.full(len(y), x.shape[1])
+    lengths[:5] = 4
+    x[:5, 4:] = 1e3  # padding past a window's length: outside the range the noise is drawn from
+    valid = x[fmodel.valid_steps(len(x), x.shape[1], lengths)]
+    step = (valid.max(0) - valid.min(0)) / 255
+    np.testing.assert_allclose(T.input_noise_sd(x, fmodel.valid_steps(len(x), x.shape[1], lengths), 3.0), 3 * step)
+    seen = {"train": [], "val": []}
+    real = T.loss_and_grads
+
+    def spy(model, params, xb, *args, need_grads=True, **kw):
+        seen["train" if need_grads else "val"].append(np.array(xb, np.float64))
+        return real(model, params, xb, *args, need_grads=need_grads, **kw)
+
+    monkeypatch.setattr(T, "loss_and_grads", spy)
+    cfg = T.TrainConfig(hidden=4, epochs=2, batch=len(y), val_fraction=0.25, patience=5, seed=5, input_noise=3.0,
+                        dtype="float64")
+    T.train(x, y, lengths, cfg=cfg)
+    clean = set(map(bytes, x.reshape(len(x), -1)))
+    assert seen["val"] and all(bytes(v.reshape(len(v), -1)[i]) in clean for v in seen["val"] for i in range(len(v)))
+    noise = []
+    for xb in seen["train"]:  # which windows they were: the nearest clean window, counted in steps
+        for w in xb:
+            k = np.argmin(np.abs((x - w) / step)[:, :4].sum((1, 2)))
+            noise.append((w - x[k])[:lengths[k]])
+    sd = np.concatenate(noise).std(0)
+    np.testing.assert_allclose(sd, 3 * step, rtol=0.15)
+    cfg.input_noise = 0.0
+    seen["train"].clear()
+    T.train(x, y, lengths, cfg=cfg)
+    assert all(bytes(w) in clean for xb in seen["train"] for w in xb.reshape(len(xb), -1))
+
+
 def test_qat_takes_the_same_recipe(windows):
     x, y = windows
     cfg = T.TrainConfig(hidden=6, epochs=3, val_fraction=0.25, refit=True, qat_epochs=2, seed=4)
@@ -91,7 +128,8 @@ def test_cli_train_with_every_recipe_flag(tmp_path, demo_paths):
     out = tmp_path / "m.npz"
     proc = run_cli("train", "--data", demo_paths["data"], "--out", out, "--hidden", 6, "--epochs", 2,
                    "--lr", "0.02", "--batch-size", 64, "--val-fraction", "0.2", "--patience", 1,
-                   "--weight-decay", "0.01", "--refit", "--qat", "--qat-epochs", 1, "--qat-lr", "0.001")
+                   "--weight-decay", "0.01", "--refit", "--qat", "--qat-epochs", 1, "--qat-lr", "0.001",
+                   "--input-noise", "2.5")
     assert proc.returncode == 0, proc.stderr
     assert "refit on all windows" in proc.stdout and "float test accuracy" in proc.stdout
     assert fmodel.load_model(out).hidden == 6
@@ -102,7 +140,8 @@ def test_cli_train_with_every_recipe_flag(tmp_path, demo_paths):
 
 
 @pytest.mark.parametrize("flag, value", [("--val-fraction", "1.5"), ("--lr", "0"), ("--batch-size", "0"),
-                                         ("--patience", "0"), ("--weight-decay", "-1"), ("--lr", "nan")])
+                                         ("--patience", "0"), ("--weight-decay", "-1"), ("--lr", "nan"),
+                                         ("--input-noise", "-1"), ("--input-noise", "nan")])
 def test_cli_train_bad_recipe_flag_is_one_line(tmp_path, demo_paths, flag, value):
     out = tmp_path / "m.npz"
     proc = run_cli("train", "--data", demo_paths["data"], "--out", out, flag, value)
