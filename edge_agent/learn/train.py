@@ -182,7 +182,8 @@ class FakeQuant(FloatHooks):
         return np.clip(np.round(z * 4096), -32768, 32767) / 4096
 
     def sigmoid(self, z):
-        return self.sig_full[(np.round(z * 4096)).astype(np.int64) + 32768]
+        idx = np.clip(np.round(z * 4096), -32768, 32767).astype(np.int64) + 32768
+        return self.sig_full[idx]
 
     def tanh(self, z):
         idx = np.clip(np.round(z * 4096), -32768, 32767).astype(np.int64) + 32768
