@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from edge_agent.reference import recurrence
 from edge_agent.reference.inputs import int8_inputs
@@ -137,6 +137,7 @@ def test_range_check_is_exact_at_the_int32_edge(rng, kernel):
 
 @settings(max_examples=300)
 @given(st.integers(INT32_MIN, INT32_MAX), st.integers(1, 31), st.integers(INT32_MIN, INT32_MAX))
+@example(0, 1, 1)  # a zero multiplier: every accumulator fits, whatever the bias
 def test_safe_accumulators_is_the_exact_range(mult, shift, bias):
     half = 1 << (shift - 1)
     lo, hi = recurrence.safe_accumulators(mult, half, bias)

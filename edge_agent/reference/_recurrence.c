@@ -545,17 +545,48 @@ static int params_ok(const int32_t *p, Py_ssize_t R, Py_ssize_t rows) {
     return 1;
 }
 
+/* The buffers both entry points borrow from Python, bound and released together. */
+typedef struct {
+    Py_buffer seq, lengths, h, c, w, p, lut, hs, tg, tcell;
+} Borrowed;
+
+static void release(Borrowed *b) {
+    Py_buffer *all[] = {&b->seq, &b->lengths, &b->h, &b->c, &b->w, &b->p, &b->lut, &b->hs, &b->tg, &b->tcell};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        PyBuffer_Release(all[i]);
+}
+
+/* Point a layer's arrays at the borrowed buffers: Layer and WideLayer name them alike. */
+#define BIND(L, b, tracing)                                  \
+    do {                                                     \
+        (L).seq = (b).seq.buf;                               \
+        (L).lengths = (b).lengths.buf;                       \
+        (L).h = (b).h.buf;                                   \
+        (L).c = (b).c.buf;                                   \
+        (L).w = (b).w.buf;                                   \
+        (L).p = (b).p.buf;                                   \
+        (L).lut = (b).lut.buf;                               \
+        (L).hs = (b).hs.buf;                                 \
+        (L).trace_gates = (tracing) ? (b).tg.buf : NULL;     \
+        (L).trace_cell = (tracing) ? (b).tcell.buf : NULL;   \
+    } while (0)
+
+/* A time loop's result: its count, or MemoryError when it could not allocate. */
+static PyObject *finished(int code) {
+    return code < 0 ? PyErr_NoMemory() : PyLong_FromLong(code);
+}
+
 static PyObject *run_layer(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer seq, lengths, h, c, w, p, lut, hs, tg, tcell;
+    Borrowed b;
     Layer L;
     PyObject *result = NULL;
     if (!PyArg_ParseTuple(args, "nnnnniiy*y*w*w*y*y*y*w*w*w*:run_layer", &L.n, &L.steps, &L.n_in,
-                          &L.hidden, &L.rows, &L.c_frac, &L.kernel, &seq, &lengths, &h, &c, &w,
-                          &p, &lut, &hs, &tg, &tcell))
+                          &L.hidden, &L.rows, &L.c_frac, &L.kernel, &b.seq, &b.lengths, &b.h, &b.c, &b.w,
+                          &b.p, &b.lut, &b.hs, &b.tg, &b.tcell))
         return NULL;
     const Py_ssize_t n = L.n, T = L.steps, H = L.hidden, R = L.rows;
-    int tracing = tg.len > 0;
+    const int tracing = b.tg.len > 0;
     /* every size from Python is checked for overflow before it is trusted: n = 2**62
      * would otherwise wrap n * T * n_in to 0 and pass the buffer checks. Widths stay
      * far below INT_MAX (the kernels count inputs in an int). */
@@ -573,49 +604,29 @@ static PyObject *run_layer(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "run_layer: this build has no such kernel");
     } else if (L.c_frac < 0 || L.c_frac > 2 * OUT_FRAC - 1) {
         PyErr_SetString(PyExc_ValueError, "run_layer: c_frac out of range");
-    } else if (!(aligned(&lengths, 8, "lengths") && aligned(&h, 4, "h") && aligned(&c, 4, "c")
-                 && aligned(&w, L.kernel == KERNEL_VNNI ? 1 : 4, "w") && aligned(&p, 4, "params")
-                 && aligned(&lut, 2, "lut") && aligned(&tg, 4, "trace_gates") && aligned(&tcell, 4, "trace_cell"))) {
+    } else if (!(aligned(&b.lengths, 8, "lengths") && aligned(&b.h, 4, "h") && aligned(&b.c, 4, "c")
+                 && aligned(&b.w, L.kernel == KERNEL_VNNI ? 1 : 4, "w") && aligned(&b.p, 4, "params")
+                 && aligned(&b.lut, 2, "lut") && aligned(&b.tg, 4, "trace_gates")
+                 && aligned(&b.tcell, 4, "trace_cell"))) {
         /* the error is set */
-    } else if (!expect(&p, s_p, "params")) {
+    } else if (!expect(&b.p, s_p, "params")) {
         /* the error is set */
-    } else if (!params_ok(p.buf, R, R)) {
+    } else if (!params_ok(b.p.buf, R, R)) {
         PyErr_SetString(PyExc_ValueError, "run_layer: a shift or table offset is out of range");
-    } else if (expect(&seq, s_seq, "seq") && expect(&lengths, s_len, "lengths")
-               && expect(&h, s_state, "h") && expect(&c, s_state, "c")
-               && expect(&w, s_w, "w")
-               && expect(&lut, (2 * TABLE + 2) * 2, "lut") && expect(&hs, s_hs, "hs")
-               && (!tracing || (expect(&tg, s_tg, "trace_gates")
-                                && expect(&tcell, s_tc, "trace_cell")))) {
-        L.seq = seq.buf;
-        L.lengths = lengths.buf;
-        L.h = h.buf;
-        L.c = c.buf;
-        L.w = w.buf;
-        L.p = p.buf;
-        L.lut = lut.buf;
-        L.hs = hs.buf;
-        L.trace_gates = tracing ? tg.buf : NULL;
-        L.trace_cell = tracing ? tcell.buf : NULL;
+    } else if (expect(&b.seq, s_seq, "seq") && expect(&b.lengths, s_len, "lengths")
+               && expect(&b.h, s_state, "h") && expect(&b.c, s_state, "c")
+               && expect(&b.w, s_w, "w")
+               && expect(&b.lut, (2 * TABLE + 2) * 2, "lut") && expect(&b.hs, s_hs, "hs")
+               && (!tracing || (expect(&b.tg, s_tg, "trace_gates")
+                                && expect(&b.tcell, s_tc, "trace_cell")))) {
+        BIND(L, b, tracing);
         int code;
         Py_BEGIN_ALLOW_THREADS
         code = run(&L);
         Py_END_ALLOW_THREADS
-        if (code < 0)
-            PyErr_NoMemory();
-        else
-            result = PyLong_FromLong(code);
+        result = finished(code);
     }
-    PyBuffer_Release(&seq);
-    PyBuffer_Release(&lengths);
-    PyBuffer_Release(&h);
-    PyBuffer_Release(&c);
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&p);
-    PyBuffer_Release(&lut);
-    PyBuffer_Release(&hs);
-    PyBuffer_Release(&tg);
-    PyBuffer_Release(&tcell);
+    release(&b);
     return result;
 }
 
@@ -635,14 +646,14 @@ static int wide_params_ok(const int64_t *p, Py_ssize_t R) {
 
 static PyObject *run_layer16(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer seq, lengths, h, c, w, p, lut, hs, tg, tcell;
+    Borrowed b;
     WideLayer L;
     PyObject *result = NULL;
-    if (!PyArg_ParseTuple(args, "nnnniy*y*w*w*y*y*y*w*w*w*:run_layer16", &L.n, &L.steps, &L.n_in,
-                          &L.hidden, &L.c_frac, &seq, &lengths, &h, &c, &w, &p, &lut, &hs, &tg, &tcell))
+    if (!PyArg_ParseTuple(args, "nnnniy*y*w*w*y*y*y*w*w*w*:run_layer16", &L.n, &L.steps, &L.n_in, &L.hidden,
+                          &L.c_frac, &b.seq, &b.lengths, &b.h, &b.c, &b.w, &b.p, &b.lut, &b.hs, &b.tg, &b.tcell))
         return NULL;
     const Py_ssize_t n = L.n, T = L.steps, H = L.hidden;
-    const int tracing = tg.len > 0;
+    const int tracing = b.tg.len > 0;
     Py_ssize_t s_seq, s_len, s_state, s_hs, s_tg, s_tc, s_w, s_p;
     const int sizes_ok = n >= 0 && T >= 0 && L.n_in >= 0 && L.n_in <= (1 << 20) && H >= 1 && H <= (1 << 20)
                          && size3(n, T, L.n_in, &s_seq) && size3(n, 8, 1, &s_len) && size3(n, H, 4, &s_state)
@@ -652,48 +663,27 @@ static PyObject *run_layer16(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "run_layer16: bad shape (negative, too large, or sizes that overflow)");
     } else if (L.c_frac < 0 || L.c_frac > 2 * OUT_FRAC - 1) {
         PyErr_SetString(PyExc_ValueError, "run_layer16: c_frac out of range");
-    } else if (!(aligned(&seq, 2, "seq") && aligned(&lengths, 8, "lengths") && aligned(&h, 4, "h")
-                 && aligned(&c, 4, "c") && aligned(&w, 4, "w") && aligned(&p, 8, "params")
-                 && aligned(&lut, 2, "lut") && aligned(&hs, 2, "hs") && aligned(&tg, 4, "trace_gates")
-                 && aligned(&tcell, 4, "trace_cell"))) {
+    } else if (!(aligned(&b.seq, 2, "seq") && aligned(&b.lengths, 8, "lengths") && aligned(&b.h, 4, "h")
+                 && aligned(&b.c, 4, "c") && aligned(&b.w, 4, "w") && aligned(&b.p, 8, "params")
+                 && aligned(&b.lut, 2, "lut") && aligned(&b.hs, 2, "hs") && aligned(&b.tg, 4, "trace_gates")
+                 && aligned(&b.tcell, 4, "trace_cell"))) {
         /* the error is set */
-    } else if (!expect(&p, s_p, "params")) {
+    } else if (!expect(&b.p, s_p, "params")) {
         /* the error is set */
-    } else if (!wide_params_ok(p.buf, 4 * H)) {
+    } else if (!wide_params_ok(b.p.buf, 4 * H)) {
         PyErr_SetString(PyExc_ValueError, "run_layer16: a shift, multiplier or table offset is out of range");
-    } else if (expect(&seq, 2 * s_seq, "seq") && expect(&lengths, s_len, "lengths") && expect(&h, s_state, "h")
-               && expect(&c, s_state, "c") && expect(&w, s_w, "w") && expect(&lut, (2 * TABLE + 2) * 2, "lut")
-               && expect(&hs, 2 * s_hs, "hs")
-               && (!tracing || (expect(&tg, s_tg, "trace_gates") && expect(&tcell, s_tc, "trace_cell")))) {
-        L.seq = seq.buf;
-        L.lengths = lengths.buf;
-        L.h = h.buf;
-        L.c = c.buf;
-        L.w = w.buf;
-        L.p = p.buf;
-        L.lut = lut.buf;
-        L.hs = hs.buf;
-        L.trace_gates = tracing ? tg.buf : NULL;
-        L.trace_cell = tracing ? tcell.buf : NULL;
+    } else if (expect(&b.seq, 2 * s_seq, "seq") && expect(&b.lengths, s_len, "lengths")
+               && expect(&b.h, s_state, "h") && expect(&b.c, s_state, "c") && expect(&b.w, s_w, "w")
+               && expect(&b.lut, (2 * TABLE + 2) * 2, "lut") && expect(&b.hs, 2 * s_hs, "hs")
+               && (!tracing || (expect(&b.tg, s_tg, "trace_gates") && expect(&b.tcell, s_tc, "trace_cell")))) {
+        BIND(L, b, tracing);
         int code;
         Py_BEGIN_ALLOW_THREADS
         code = run_wide(&L);
         Py_END_ALLOW_THREADS
-        if (code < 0)
-            PyErr_NoMemory();
-        else
-            result = PyLong_FromLong(code);
+        result = finished(code);
     }
-    PyBuffer_Release(&seq);
-    PyBuffer_Release(&lengths);
-    PyBuffer_Release(&h);
-    PyBuffer_Release(&c);
-    PyBuffer_Release(&w);
-    PyBuffer_Release(&p);
-    PyBuffer_Release(&lut);
-    PyBuffer_Release(&hs);
-    PyBuffer_Release(&tg);
-    PyBuffer_Release(&tcell);
+    release(&b);
     return result;
 }
 

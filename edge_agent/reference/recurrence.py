@@ -55,8 +55,8 @@ def safe_accumulators(mult: int, half: int, bias: int) -> tuple[int, int]:
         lo, hi = -(-bottom // mult), top // mult
     elif mult < 0:
         lo, hi = -(-top // mult), bottom // mult
-    else:
-        lo, hi = (INT32_MIN, INT32_MAX) if bottom <= 0 <= top else (1, 0)
+    else:  # the product is 0 whatever acc and bias are: every accumulator, or none
+        return (INT32_MIN, INT32_MAX) if bottom <= 0 <= top else (INT32_MAX, INT32_MIN)
     lo, hi = max(lo - bias, INT32_MIN), min(hi - bias, INT32_MAX)
     return (lo, hi) if lo <= hi else (INT32_MAX, INT32_MIN)
 
