@@ -42,6 +42,12 @@ def _show(value, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "...(cut)"
 
 
+def _name(key) -> str:
+    """A mapping key for an error message: as written when it prints on one line, else _show'n."""
+    text = str(key)
+    return text[:40] if text.isprintable() else _show(text)
+
+
 @dataclass
 class Sensor:
     kind: Literal["stream", "mpu6050", "adc", "i2s", "adxl345"] = "stream"
@@ -194,7 +200,7 @@ def _convert(value, hint, key: str, base: Path):
         if not isinstance(value, dict):
             raise UserError(f"{key}: expected a mapping, got {type(value).__name__}")
         kt, vt = typing.get_args(hint)
-        return {_convert(k, kt, key, base): _convert(v, vt, f"{key}.{str(k)[:40]}", base)
+        return {_convert(k, kt, key, base): _convert(v, vt, f"{key}.{_name(k)}", base)
                 for k, v in value.items()}
     if hint is Path or (origin is typing.Union and Path in typing.get_args(hint)):
         if not isinstance(value, str) or not value or "\0" in value or len(value) > 4096:
@@ -231,7 +237,7 @@ def _build(cls, data: dict, base: Path, prefix: str = ""):
     known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
     for key in data:
         if key not in known:
-            raise UserError(f"{prefix}{str(key)[:40]}: unknown key (known: {', '.join(sorted(known))})")
+            raise UserError(f"{prefix}{_name(key)}: unknown key (known: {', '.join(sorted(known))})")
     values = {k: _convert(v, hints[k], prefix + k, base) for k, v in data.items()}
     return cls(**values)
 
