@@ -36,9 +36,9 @@ from edge_agent.board.transport import RawRepl  # noqa: E402
 from edge_agent.learn import model as fmodel  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 
-BOARD_SCRIPT = """
+# the board's clock, for every cycle bench on the emulated RP2040 (bench/state16.py too)
+BOARD_CLOCK = """
 import gc, machine, blob, cell, kernels, layout
-from kernels import M_WX, M_WH, M_DX, M_DH, M_IP, M_HP, M_H, M_HU
 mem = machine.mem32
 
 def cycles():  # the emulator's counter, low 30 bits: small ints, no allocation
@@ -46,6 +46,10 @@ def cycles():  # the emulator's counter, low 30 bits: small ints, no allocation
 
 def span(t0, t1):
     return (t1 - t0) & 0x3FFFFFFF
+""".replace("CYCLES_LO", str(CYCLES_LO))
+
+BOARD_SCRIPT = BOARD_CLOCK + """
+from kernels import M_WX, M_WH, M_DX, M_DH, M_IP, M_HP, M_H, M_HU
 
 def measure(path, n):
     model = layout.BoardModel(blob.load(path))
@@ -162,7 +166,7 @@ def main() -> None:
                     repl.write_file(name, data)
             for name, path in models.items():
                 repl.write_file(name + ".bin", path.read_bytes())
-            repl.exec(BOARD_SCRIPT.replace("CYCLES_LO", str(CYCLES_LO)) + FLOAT_CELL)
+            repl.exec(BOARD_SCRIPT + FLOAT_CELL)
             assert board_eval(repl, "kernels.KERNEL") == "thumb"
             steps = {}
             for name, path in models.items():

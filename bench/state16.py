@@ -26,20 +26,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from edge_agent.board.flash import compile_runner  # noqa: E402
-from edge_agent.board.rp2040 import CYCLES_LO, FIRMWARE_ENV, HZ, RP2040Board  # noqa: E402
+from edge_agent.board.rp2040 import FIRMWARE_ENV, HZ, RP2040Board  # noqa: E402
 from edge_agent.board.transport import RawRepl  # noqa: E402
-from rp2040_cycles import board_eval, h32_model  # noqa: E402
+from rp2040_cycles import BOARD_CLOCK, board_eval, h32_model  # noqa: E402
 
-BOARD_SCRIPT = """
-import gc, machine, blob, cell, kernels, layout
-mem = machine.mem32
-
-def cycles():  # the emulator's counter, low 30 bits: small ints, no allocation
-    return mem[CYCLES_LO] & 0x3FFFFFFF
-
-def span(t0, t1):
-    return (t1 - t0) & 0x3FFFFFFF
-
+BOARD_SCRIPT = BOARD_CLOCK + """
 def measure(path, n, viper):
     model = layout.BoardModel(blob.load(path))
     c = cell.Cell(model)
@@ -80,7 +71,7 @@ def main() -> None:
                 path = Path(tmp) / f"h{bits}.bin"
                 h32_model(path, h_bits=bits)
                 repl.write_file(path.name, path.read_bytes())
-            repl.exec(BOARD_SCRIPT.replace("CYCLES_LO", str(CYCLES_LO)))
+            repl.exec(BOARD_SCRIPT)
             assert board_eval(repl, "kernels.KERNEL") == "thumb"
             for bits in (8, 16):
                 step, state, arena = board_eval(repl, f"measure('h{bits}.bin', {args.steps}, False)")
