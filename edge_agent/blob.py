@@ -78,6 +78,11 @@ STATE_BITS = (8, 16)  # header word 28, the state format: 0 int8 h (2**-7), 1 in
 WIDE_MAX_HIDDEN = 128  # H of a 16-bit-state model: the board's int32 proof of its matvec (docs/format.md)
 
 
+def h_scale(h_bits: int) -> float:
+    """Real value of one step of an h_bits hidden state: 2**-7 or 2**-15."""
+    return 2.0 ** -(h_bits - 1)
+
+
 @dataclass
 class AnomalyHead:
     """The anomaly head's scoring constants (docs/arithmetic.md, "Anomaly score");
@@ -108,7 +113,7 @@ class QuantModel:
     @property
     def h_scale(self) -> float:
         """Real value of one step of h."""
-        return 2.0 ** -(self.h_bits - 1)
+        return h_scale(self.h_bits)
 
     @property
     def task(self) -> str:

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from ..blob import STATE_BITS, InputQuant, QuantHead, QuantLayer, QuantModel, WIDE_MAX_HIDDEN
+from ..blob import STATE_BITS, InputQuant, QuantHead, QuantLayer, QuantModel, WIDE_MAX_HIDDEN, h_scale
 from ..errors import UserError
 from ..learn.model import FloatModel, Trace, valid_steps
 from .fixedpoint import choose_input_multiplier, choose_multiplier, choose_prescaled_multiplier
@@ -31,11 +31,6 @@ GATE_NAMES = ("input", "forget", "cell", "output")
 CALIBRATIONS = ("minmax", "percentile", "mse")
 PERCENTILE = 0.01
 MSE_CLIPS = (0.0, 0.001, 0.01, 0.1, 1.0)  # percent clipped at each end: the candidates mse tries
-
-
-def h_scale(h_bits: int) -> float:
-    """Real value of one step of an h_bits hidden state: 2**-7 or 2**-15."""
-    return 2.0 ** -(h_bits - 1)
 
 
 def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = None,
