@@ -95,7 +95,7 @@ def classifier(folder: Path, args) -> None:
     from edge_agent.dataset import load
     from edge_agent.learn.train import TrainConfig, train
     from edge_agent.quant.frontend import quantize_with_frontend
-    from edge_agent.reference.inputs import int8_inputs
+    from edge_agent.reference.inputs import model_inputs
     from edge_agent.reference.lstm import IntegerLSTM
 
     data = load(folder / "faults.npz")
@@ -110,7 +110,7 @@ def classifier(folder: Path, args) -> None:
     fm, _ = train(xtr, data.train.y, None, TrainConfig(hidden=args.hidden, seed=args.seed), data.class_names)
     say("classifier_float_accuracy", float(np.mean(fm.forward(xte).argmax(1) == data.test.y)))
     qm = quantize_with_frontend(fm, xtr[:500], frontend)
-    logits = IntegerLSTM(qm).run(int8_inputs(qm, xte))
+    logits = IntegerLSTM(qm).run(model_inputs(qm, xte))
     say("classifier_int8_accuracy", float(np.mean(logits.argmax(1) == data.test.y)))
 
 

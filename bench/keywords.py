@@ -211,7 +211,7 @@ def main() -> None:
         if part is None:
             continue
         float_pred = fm.forward(part.x).argmax(1)
-        int_pred, _ = decide(IntegerLSTM(qm).run(quantize_raw(part.x.astype(np.int64), qm.inputs)), qm)
+        int_pred, _ = decide(IntegerLSTM(qm).run(quantize_raw(part.x.astype(np.int64), qm.inputs, qm.x_bits)), qm)
         fa, ia = float(np.mean(float_pred == part.y)), float(np.mean(int_pred == part.y))
         tag = "" if split == "test" else "validation_"
         print(f"{tag}float_accuracy_12_classes: {fa:.4f}")

@@ -5,11 +5,12 @@ For each task and window length a float model (1 layer, H=32) is trained by
 edge_agent.learn.train on windows of that length (its defaults, with input
 noise of 4 int8 steps; --input-noise 0 trains without), then quantized with each
 calibration (quant.calibrate.CANDIDATES: min/max, percentile, MSE, each alone
-or with bias correction) and each hidden-state width (int8 h on 2**-7, as
-before; int16 h on 2**-15, docs/arithmetic.md "16-bit hidden state"), and run by
-the integer reference (what the board runs, bit for bit). `auto` is what
-`edge-agent quantize` picks with no flags: calibration and width chosen on
-held-out folds of the training windows, scored here on the test windows.
+or with bias correction) and each format (h8: int8 h on 2**-7 and int8 inputs,
+as before; h16: int16 h on 2**-15, docs/arithmetic.md "16-bit hidden state";
+h16x16: int16 inputs too, "16-bit inputs"), and run by the integer reference
+(what the board runs, bit for bit). `auto` is what `edge-agent quantize` picks
+with no flags: calibration and format chosen on held-out folds of the training
+windows, scored here on the test windows.
 
 The float model's own agreement under input noise a quarter of an int8 step
 wide is printed beside: windows whose decision such noise flips (a trajectory
@@ -24,7 +25,7 @@ training windows, near chance for an LSTM: many near-ties). Prints one `name: va
 
     python bench/long_windows.py [--tasks activity vibration ACSF1] [--lengths 100 500 1000 2000]
                                  [--train-windows 500] [--test-windows 1000] [--epochs N]
-                                 [--widths [8 16]] [--input-noise STEPS]
+                                 [--formats [h8 h16 h16x16]] [--input-noise STEPS]
 """
 from __future__ import annotations
 
@@ -46,10 +47,11 @@ sys.path.insert(0, str(ROOT))
 from edge_agent import synthetic  # noqa: E402
 from edge_agent.evaluate import int_logits  # noqa: E402
 from edge_agent.learn import train as T  # noqa: E402
-from edge_agent.quant.calibrate import CANDIDATES, quantize_calibrated  # noqa: E402
+from edge_agent.quant.calibrate import CANDIDATES, FORMAT_NAMES, quantize_calibrated  # noqa: E402
 from edge_agent.quant.ptq import quantize  # noqa: E402
 
 
+FORMATS = {name: fmt for fmt, name in FORMAT_NAMES.items()}  # h8, h16, h16x16: (state bits, input bits)
 STEP_CAP = 2e7  # window-steps of training per model by default: 20 epochs of 500 windows x 2,000 steps
 
 
@@ -81,12 +83,12 @@ def main() -> None:
     ap.add_argument("--test-windows", type=int, default=1000)
     ap.add_argument("--epochs", type=int, help="cap on the trainer's default epochs (default: as many as "
                     "STEP_CAP window-steps of training allow)")
-    ap.add_argument("--widths", nargs="*", type=int, default=[8, 16],
-                    help="hidden-state widths to tabulate for every calibration (none: auto's row only)")
+    ap.add_argument("--formats", nargs="*", default=list(FORMATS), choices=list(FORMATS),
+                    help="formats to tabulate for every calibration (none: auto's row only)")
     ap.add_argument("--input-noise", type=float, default=T.TrainConfig.input_noise,
                     help="the trainer's input noise, in int8 steps")
     args = ap.parse_args()
-    rows = [("auto", None)] + [(c, bits) for bits in args.widths for c in CANDIDATES]
+    rows = [("auto", None)] + [(c, fmt) for fmt in args.formats for c in CANDIDATES]
     worst: dict[str, tuple[float, float]] = {}
     for task in args.tasks:
         done = set()
@@ -123,14 +125,15 @@ def main() -> None:
             print(f"{name} float windows within 0.05 of a tie (p1-p2): {np.mean(margin < 0.05):.4f}")
             print(f"{name} float accuracy: {facc:.4f} (train {time.perf_counter() - start:.0f} s, "
                   f"{len(x)} windows, {cfg.epochs} epochs, test {len(xt)})", flush=True)
-            for calibration, bits in rows:
+            for calibration, fmt in rows:
                 if calibration == "auto":
-                    qm, report = quantize_calibrated(model, x, state_bits="auto")
-                    label = f"auto ({report['chosen']} h{report['h_bits']})"
+                    qm, report = quantize_calibrated(model, x, state_bits="auto", input_bits="auto")
+                    label = f"auto ({report['chosen']} {FORMAT_NAMES[report['h_bits'], report['x_bits']]})"
                 else:
+                    h_bits, x_bits = FORMATS[fmt]
                     qm = quantize(model, x, calibration=calibration.removesuffix("+bias"),
-                                  bias_correction=calibration.endswith("+bias"), h_bits=bits)
-                    label = f"{calibration} h{bits}"
+                                  bias_correction=calibration.endswith("+bias"), h_bits=h_bits, x_bits=x_bits)
+                    label = f"{calibration} {fmt}"
                 ipred = int_logits(qm, xt).argmax(1)
                 agree = float((ipred == fpred).mean())
                 drop = 100 * (facc - float((ipred == yt).mean()))

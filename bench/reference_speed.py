@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_agent.learn import model as fmodel  # noqa: E402
-from edge_agent.reference.inputs import int8_inputs  # noqa: E402
+from edge_agent.reference.inputs import model_inputs  # noqa: E402
 from edge_agent.quant import quantize  # noqa: E402
 from edge_agent.reference.lstm import IntegerLSTM  # noqa: E402
 from edge_agent.reference.recurrence import KERNELS  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
         fm = fmodel.from_state_dict(state)
         x = rng.normal(0, 1, (256, T, C)).astype(np.float32)
         engine = IntegerLSTM(quantize(fm, x), kernel=args.kernel)
-        x_q = int8_inputs(engine.model, x)
+        x_q = model_inputs(engine.model, x)
         xt = torch.tensor(x)
         with torch.no_grad():
             for case, batch in (("batch 256", 256), ("single", 1)):

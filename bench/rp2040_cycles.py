@@ -133,14 +133,15 @@ def float_cell(H, I, n):
 """
 
 
-def h32_model(path: Path, h_bits: int = 8) -> None:
-    """The H=32, I=6, 1-layer model of bench/device_cell.py, with an h_bits state."""
+def h32_model(path: Path, h_bits: int = 8, x_bits: int = 8) -> None:
+    """The H=32, I=6, 1-layer model of bench/device_cell.py, with an h_bits state
+    and x_bits inputs."""
     rng = np.random.default_rng(0)
     H, I, K = 32, 6, 4
     layer = fmodel.LSTMLayer(rng.normal(0, 0.3, (4 * H, I)), rng.normal(0, 0.3, (4 * H, H)),
                              rng.normal(0, 0.1, 4 * H), rng.normal(0, 0.1, 4 * H))
     fm = fmodel.FloatModel([layer], rng.normal(0, 0.5, (K, H)), np.zeros(K), np.zeros(I), np.ones(I))
-    blob.write(quantize(fm, rng.normal(0, 1, (32, 50, I)), h_bits=h_bits), path)
+    blob.write(quantize(fm, rng.normal(0, 1, (32, 50, I)), h_bits=h_bits, x_bits=x_bits), path)
 
 
 def macs(qm, padded: bool) -> int:

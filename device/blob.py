@@ -15,8 +15,10 @@ ENTRY_SIZE = 16
 NO_LAYER = 255
 ITEM_SIZE = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 1}
 HEAD_KINDS = ("classify", "anomaly")  # header byte 21
-STATE_BITS = (8, 16)  # header word 28, the state format: 0 int8 h, 1 int16 h
-WIDE_MAX_HIDDEN = 128  # H of a 16-bit-state model: the int32 proof of kernels.matvec16_viper
+# header word 28, the state format: 0 int8 h; 1 int16 h; 2 int16 h and int16 inputs. Indexed by it:
+STATE_BITS = (8, 16, 16)  # the hidden state's width
+INPUT_BITS = (8, 8, 16)  # layer 0's inputs' width
+WIDE_MAX_HIDDEN = 128  # H (and C of int16 inputs): the int32 proof of kernels.matvec16_viper
 
 
 class BlobError(Exception):
@@ -27,7 +29,7 @@ class BlobError(Exception):
 INT32_MAX = 0x7FFFFFFF
 F32_POSITIVE = -1  # lo marker: a finite float32 above zero (checked on its bits: no float here)
 # header fields 4..9 and 13: C, H, K, L, lut_shift, out_frac, state format
-HEADER_LIMITS = ((1, 2048), (1, 2048), (1, 4096), (1, 3), (1, 15), (0, 30), (0, 1))
+HEADER_LIMITS = ((1, 2048), (1, 2048), (1, 4096), (1, 3), (1, 15), (0, 30), (0, 2))
 HEADER_NAMES = ("C", "H", "K", "L", "lut_shift", "out_frac", "state format")
 HEADER_FIELDS = (4, 5, 6, 7, 8, 9, 13)
 # tag -> (element type, per layer, lo, hi); lo None: any value of the type
@@ -94,7 +96,9 @@ class Blob:
         if f[10] >= len(HEAD_KINDS):
             raise BlobError("model blob head kind %d is unknown" % f[10])
         self.task = HEAD_KINDS[f[10]]  # classify | anomaly
-        self.h_bits = STATE_BITS[f[13]] if f[13] < len(STATE_BITS) else 0  # 0: refused by _check_limits
+        known = f[13] < len(STATE_BITS)  # else refused by _check_limits
+        self.h_bits = STATE_BITS[f[13]] if known else 0
+        self.x_bits = INPUT_BITS[f[13]] if known else 0
         total = f[3]
         self.sections = {}
         for i in range(f[11]):
@@ -120,6 +124,8 @@ class Blob:
         wide = self.h_bits == 16
         if wide and self.hidden > WIDE_MAX_HIDDEN:
             raise BlobError("model blob header H = %d is outside 1..%d (16-bit state)" % (self.hidden, WIDE_MAX_HIDDEN))
+        if self.x_bits == 16 and self.n_inputs > WIDE_MAX_HIDDEN:
+            raise BlobError("model blob header C = %d is outside 1..%d (int16 inputs)" % (self.n_inputs, WIDE_MAX_HIDDEN))
         if wide and self.task == "anomaly":
             raise BlobError("model blob has an anomaly head with a 16-bit state (anomaly models keep 8 bits)")
         for key in self.sections:
@@ -153,7 +159,7 @@ class Blob:
             except UnicodeError:
                 raise BlobError("model blob labels are not UTF-8")
         # the int32 proof, from the weights stored (docs/arithmetic.md, "Why nothing overflows
-        # int32" and "16-bit hidden state": |h| <= 32768, and each accumulator's pre-shift)
+        # int32" and "16-bit hidden state": |h| and |int16 inputs| <= 32768, and each accumulator's pre-shift)
         C, H, K = self.n_inputs, self.hidden, self.n_classes
         hb = 32768 if wide else 128
         for k in range(self.n_layers):
@@ -166,7 +172,7 @@ class Blob:
             except BlobError:
                 continue  # missing or miscounted: the layout names it
             width = C if k == 0 else H
-            xb = 128 if k == 0 else hb
+            xb = (1 << (self.x_bits - 1)) if k == 0 else hb
             for r in range(4 * H):
                 if not (self._fits(abs(bx[r]) + xb * self._abs_sum(wx + r * width, width), px[r], mx[r], sx[r])
                         and self._fits(hb * self._abs_sum(wh + r * H, H), ph[r], mh[r], sh[r])):

@@ -12,11 +12,12 @@ KERNEL = kernels.KERNEL  # which matvec this board runs: "thumb" or "viper"
 
 
 def kernels_for(model):
-    """(matvec of the state, lstm_update) for the model's state width (layer 0's
-    int8 inputs keep matvec)."""
+    """(matvec of layer 0's inputs, matvec of the state, lstm_update) for the
+    model's widths."""
+    mv_x = kernels.matvec16 if model.x_bits == 16 else matvec
     if model.h_bits == 16:
-        return kernels.matvec16, kernels.lstm_update16
-    return matvec, kernels.lstm_update
+        return mv_x, kernels.matvec16, kernels.lstm_update16
+    return mv_x, matvec, kernels.lstm_update
 
 
 class State:
@@ -48,22 +49,35 @@ class Cell:
 
     def __init__(self, model):
         self.model = model
-        self.x = bytearray(model.ip0)
+        xw = model.x_bits // 8  # bytes per stored input, offset by 128 or 32768 (kernels.py)
+        self.x = bytearray(xw * model.ip0)
         for i in range(model.ip0):
-            self.x[i] = 128
+            self.x[xw * i + xw - 1] = 128  # the top byte: 0x80 or 0x8000 little-endian
         self.x_addr = kernels.address(self.x)  # pyright: ignore[reportArgumentType]
         self.raw = array.array("h", [0] * model.n_inputs)
         self.logits = array.array("i", [0] * model.n_classes)
-        self.matvec_h, self.update = kernels_for(model)
+        self.matvec_x, self.matvec_h, self.update = kernels_for(model)
 
     def quantize(self, raw):
         """raw: int16 readings, one per channel (array 'h'); the result goes to self.x."""
         kernels.quantize_inputs(self.model.arena, self.model.in_meta, raw, self.x)  # pyright: ignore[reportArgumentType]
 
     def set_input(self, x_q):
-        """Feed already-quantized int8 inputs (conformance tests)."""
-        for c in range(self.model.n_inputs):
-            self.x[c] = (x_q[c] + 128) & 0xFF
+        """Feed already-quantized inputs, int8 (or int16 for a model of int16 inputs)."""
+        if self.model.x_bits == 16:
+            for c in range(self.model.n_inputs):
+                struct.pack_into("<H", self.x, 2 * c, (x_q[c] + 32768) & 0xFFFF)
+        else:
+            for c in range(self.model.n_inputs):
+                self.x[c] = (x_q[c] + 128) & 0xFF
+
+    def set_input_bytes(self, data, offset=0):
+        """Feed inputs from little-endian int8 or int16 bytes (the host's files):
+        the +128 / +32768 encoding is the top byte's sign bit flipped."""
+        xw = self.model.x_bits // 8
+        x = self.x
+        for i in range(xw * self.model.n_inputs):
+            x[i] = data[offset + i] ^ (0x80 if i % xw == xw - 1 else 0)
 
     def step(self, state):
         """One timestep of every layer of `state`, from self.x. No allocation."""
@@ -73,7 +87,7 @@ class Cell:
         s = state.addr
         x = self.x_addr
         mv_h = self.matvec_h
-        mv_x = matvec  # layer 0's int8 inputs; above it, the layer below's h
+        mv_x = self.matvec_x  # layer 0's inputs; above it, the layer below's h
         k = 0
         while k < m.n_layers:
             meta = m.metas[k]

@@ -2,11 +2,12 @@
 # micropython backend runs this under the unix port; it runs on a board too.
 #
 #   micropython evalfile.py windows MODEL IN OUT [trace]
-#     IN:  int32 n, T, C; int8 x [n, T, C]; int32 lengths [n]
+#     IN:  int32 n, T, C; int8 x [n, T, C] (int16 for a model of int16 inputs); int32 lengths [n]
 #     OUT: int32 logits [n, K]; with trace, after each window's logits, per
 #          step and layer: h [H] (int8, or int16 for a 16-bit state) then int16 c [H]
 #   micropython evalfile.py stream MODEL IN OUT
-#     IN:  int32 N, C, window, hop, continuous, raw; then int8 x [N, C], or
+#     IN:  int32 N, C, window, hop, continuous, raw; then int8 x [N, C] (int16 for a
+#          model of int16 inputs), or
 #          int16 raw readings [N, C] when raw is 1 (quantized on the device)
 #     OUT: per decision: int32 sample index, class, score, logits [K]
 #   micropython evalfile.py frontend MODEL IN OUT
@@ -30,7 +31,8 @@ def _ints(fh, n):
 
 def windows(model, src, out, trace):
     n, steps, channels = _ints(src, 3)
-    x = src.read(n * steps * channels)
+    xw = model.x_bits // 8
+    x = src.read(n * steps * channels * xw)
     lengths = _ints(src, n)
     c = cell.Cell(model)
     state = cell.State(model)
@@ -40,8 +42,7 @@ def windows(model, src, out, trace):
         state.reset()
         base = w * steps * channels
         for t in range(lengths[w]):
-            for ch in range(channels):
-                c.x[ch] = x[base + t * channels + ch] ^ 0x80  # int8 -> +128 encoding
+            c.set_input_bytes(x, xw * (base + t * channels))
             c.step(state)
             if trace:
                 for k in range(model.n_layers):
@@ -52,21 +53,20 @@ def windows(model, src, out, trace):
 
 def _feed(c, sample, channels, raw):
     """One sample into the cell's inputs: int16 readings quantized on the device,
-    or int8 inputs (stored offset by 128)."""
+    or the model's inputs already quantized."""
     if raw:
         for ch in range(channels):
             c.raw[ch] = struct.unpack_from("<h", sample, 2 * ch)[0]
         c.quantize(c.raw)
     else:
-        for ch in range(channels):
-            c.x[ch] = sample[ch] ^ 0x80
+        c.set_input_bytes(sample)
 
 
 def stream(model, src, out):
     total, channels, window, hop, continuous, raw = _ints(src, 6)
     c = cell.Cell(model)
     s = Stream(c, window, hop, continuous == 1)
-    size = 2 if raw else 1
+    size = 2 if raw else model.x_bits // 8
     for t in range(total):
         _feed(c, src.read(channels * size), channels, raw)
         ready = s.push()
@@ -83,7 +83,7 @@ def anomaly(model, src, out):
     total, channels, _, _, _, raw = _ints(src, 6)
     c = cell.Cell(model)
     a = Anomaly(c, model)
-    size = 2 if raw else 1
+    size = 2 if raw else model.x_bits // 8
     for t in range(total):
         _feed(c, src.read(channels * size), channels, raw)
         event = a.push()

@@ -57,6 +57,8 @@ HM_HW = const(3)  # bytes per stored h
 HM_WORDS = const(4)
 IM_PARAMS = const(0)  # per channel: M, B, S
 IM_CHANNELS = const(1)
+IM_XW = const(2)  # bytes per stored input: 1 (int8 + 128) or 2 (int16 + 32768)
+IM_WORDS = const(3)
 
 
 @micropython.viper
@@ -285,19 +287,26 @@ def head_logits(arena: ptr8, meta: ptr32, hu: int, dots: int, out: ptr32):
 
 @micropython.viper
 def quantize_inputs(arena: ptr8, meta: ptr32, raw: ptr16, x: ptr8):
-    # x[c] = sat((raw[c] * M + B) >> S, -128, 127) + 128
+    # x[c] = sat((raw[c] * M + B) >> S, -128, 127) + 128, or for int16 inputs
+    # sat(.., -32768, 32767) + 32768 as uint16
     a16 = ptr16(arena)
     a32 = ptr32(arena)
+    x16 = ptr16(x)
+    wide = meta[IM_XW] == 2
+    top = 32767 if wide else 127
     w = meta[IM_PARAMS] >> 1
     c = 0
     while c < meta[IM_CHANNELS]:
         b = ((a16[w + 3] ^ 0x8000) - 0x8000) << 16 | a16[w + 2]
         v = (((raw[c] ^ 0x8000) - 0x8000) * a32[w >> 1] + b) >> a32[(w >> 1) + 2]
-        if v > 127:
-            v = 127
-        if v < 0 - 128:
-            v = 0 - 128
-        x[c] = v + 128
+        if v > top:
+            v = top
+        if v < 0 - 1 - top:
+            v = 0 - 1 - top
+        if wide:
+            x16[c] = v + 32768
+        else:
+            x[c] = v + 128
         w += 6
         c += 1
 

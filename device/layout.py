@@ -6,8 +6,8 @@ import array
 import struct
 
 import kernels
-from kernels import (HM_CLASSES, HM_HP, HM_HW, HM_ROWS, HM_WORDS, IM_CHANNELS, IM_PARAMS, M_C, M_CF, M_DH,
-                     M_DX, M_H, M_HP, M_HU, M_HW, M_IP, M_LS, M_ROWS, M_SIG, M_TANH, M_WH, M_WX, M_XW, M_Z,
+from kernels import (HM_CLASSES, HM_HP, HM_HW, HM_ROWS, HM_WORDS, IM_CHANNELS, IM_PARAMS, IM_WORDS, IM_XW, M_C,
+                     M_CF, M_DH, M_DX, M_H, M_HP, M_HU, M_HW, M_IP, M_LS, M_ROWS, M_SIG, M_TANH, M_WH, M_WX, M_XW, M_Z,
                      META_WORDS)
 
 UNROLL = 8  # the matvec kernels' unroll: rows are padded to a multiple of it
@@ -51,6 +51,7 @@ class BoardModel:
         self.out_frac = b.out_frac
         self.lut_shift = b.lut_shift
         self.h_bits = b.h_bits  # 8: h int8 stored +128; 16: int16 stored +32768
+        self.x_bits = b.x_bits  # layer 0's inputs, stored alike
         hw = b.h_bits // 8  # bytes per stored h
         hp = _pad(H)
         n_table = (1 << (16 - b.lut_shift)) + 1
@@ -101,7 +102,7 @@ class BoardModel:
             mh, sh = b.ints(b"MH__", 4 * H, k), b.ints(b"SH__", 4 * H, k)
             px, ph = b.pre_shifts(b"PX__", 4 * H, k), b.pre_shifts(b"PH__", 4 * H, k)
             cf = b.ints(b"CFRC", 1, k)[0]
-            xw = 1 if k == 0 else hw  # layer 0's inputs are int8 at either state width
+            xw = b.x_bits // 8 if k == 0 else hw
             for r in range(4 * H):
                 kx = _row_constant(bx[r], px[r], OFFSET[xw], w_x[r], ip)
                 kh = _row_constant(0, ph[r], OFFSET[hw], w_h[r], hp)
@@ -128,8 +129,9 @@ class BoardModel:
         self.head_meta = array.array("i", [0] * HM_WORDS)
         self.head_meta[HM_ROWS], self.head_meta[HM_CLASSES], self.head_meta[HM_HP] = off["head"], K, hp
         self.head_meta[HM_HW] = hw
-        self.in_meta = array.array("i", [0] * 2)
+        self.in_meta = array.array("i", [0] * IM_WORDS)
         self.in_meta[IM_PARAMS], self.in_meta[IM_CHANNELS] = off["in"], C
+        self.in_meta[IM_XW] = b.x_bits // 8
         self.arena_addr = kernels.address(arena)  # pyright: ignore[reportArgumentType]
 
     def _offset_rows(self, b, tag, layer, rows, width, padded, dest):

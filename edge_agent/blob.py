@@ -39,14 +39,15 @@ class BlobError(UserError):
 
 @dataclass
 class InputQuant:
-    """raw reading (int) -> int8: clamp((raw * mult + bias) >> shift, -128, 127)."""
+    """raw reading (int) -> model input: clamp((raw * mult + bias) >> shift) to int8,
+    or to int16 where the model takes int16 inputs (QuantModel.x_bits)."""
 
     raw_per_unit: np.ndarray  # f32 [C]: host-side float -> raw integer reading
     mult: np.ndarray  # i32 [C]
     bias: np.ndarray  # i32 [C] (zero point and rounding folded in)
     shift: np.ndarray  # u8 [C]
-    scale: np.ndarray  # f32 [C]: real units per int8 step (reports only)
-    zero: np.ndarray  # i32 [C]: int8 zero point (reports only)
+    scale: np.ndarray  # f32 [C]: real units per input step (reports only)
+    zero: np.ndarray  # i32 [C]: the inputs' zero point (reports only)
 
 
 @dataclass
@@ -74,8 +75,19 @@ class QuantHead:
 
 
 HEAD_KINDS = ("classify", "anomaly")  # header byte 21: 0 classifier, 1 anomaly (docs/format.md)
-STATE_BITS = (8, 16)  # header word 28, the state format: 0 int8 h (2**-7), 1 int16 h (2**-15)
-WIDE_MAX_HIDDEN = 128  # H of a 16-bit-state model: the board's int32 proof of its matvec (docs/format.md)
+# header word 28, the state format: 0 int8 h (2**-7); 1 int16 h (2**-15); 2 int16 h and
+# int16 inputs into layer 0 (TFLM's 16x8 scheme throughout). Indexed by it:
+STATE_BITS = (8, 16, 16)  # the hidden state's width
+INPUT_BITS = (8, 8, 16)  # the width of layer 0's inputs
+WIDE_MAX_HIDDEN = 128  # H (and, with int16 inputs, C): the board's int32 proof of its int16 matvec (docs/format.md)
+
+
+def state_format(h_bits: int, x_bits: int) -> int:
+    """Header word 28 for a state width and an input width (STATE_BITS, INPUT_BITS)."""
+    for code, pair in enumerate(zip(STATE_BITS, INPUT_BITS)):
+        if pair == (h_bits, x_bits):
+            return code
+    raise ValueError(f"no state format holds an int{h_bits} state with int{x_bits} inputs")
 
 
 def h_scale(h_bits: int) -> float:
@@ -109,6 +121,7 @@ class QuantModel:
     anomaly: AnomalyHead | None = None  # None: a classifier
     frontend: FrontendParams | None = None  # None: the model is fed sensor readings (no front-end)
     h_bits: int = 8  # the hidden state: int8 on 2**-7, or int16 on 2**-15 (docs/arithmetic.md)
+    x_bits: int = 8  # layer 0's inputs: int8, or int16 (with a 16-bit state only: state format 2)
 
     @property
     def h_scale(self) -> float:
@@ -206,7 +219,7 @@ def pack(model: QuantModel) -> bytes:
     header = HEADER.pack(MAGIC, VERSION, HEADER.size, total, model.n_inputs, model.hidden,
                          model.n_classes, len(model.layers), model.lut_shift,
                          model.head.out_frac, HEAD_KINDS.index(model.task), len(sections), HEADER.size,
-                         STATE_BITS.index(model.h_bits))
+                         state_format(model.h_bits, model.x_bits))
     blob = header + b"".join(directory) + bytes(body)
     return blob + struct.pack("<I", zlib.crc32(blob))
 
@@ -289,6 +302,8 @@ def check_limits(fields: tuple, sections: dict) -> None:
     wide = STATE_BITS[state] == 16
     if wide and hidden > WIDE_MAX_HIDDEN:
         raise BlobError(f"model blob header H = {hidden} is outside 1..{WIDE_MAX_HIDDEN} (16-bit state)")
+    if INPUT_BITS[state] == 16 and n_in > WIDE_MAX_HIDDEN:
+        raise BlobError(f"model blob header C = {n_in} is outside 1..{WIDE_MAX_HIDDEN} (int16 inputs)")
     if wide and fields[10] == HEAD_KINDS.index("anomaly"):
         raise BlobError("model blob has an anomaly head with a 16-bit state (anomaly models keep 8 bits)")
     for (tag, layer), value in sections.items():
@@ -308,6 +323,7 @@ def check_limits(fields: tuple, sections: dict) -> None:
     # the int32 proof, from the weights stored (the reference checks it again as it runs)
     abs_sum = lambda w, rows: np.abs(w.astype(np.int64)).reshape(rows, -1).sum(axis=1)
     h_bound = 1 << (STATE_BITS[state] - 1)  # |h| at most
+    x_bound = 1 << (INPUT_BITS[state] - 1)  # |layer 0's inputs| at most
     pre = (lambda tag, k, rows: sections.get((tag, k)) if wide else np.zeros(rows, np.int64))
     for k in range(n_layers):
         rows = 4 * hidden
@@ -316,7 +332,7 @@ def check_limits(fields: tuple, sections: dict) -> None:
         sec[b"PX__"], sec[b"PH__"] = pre(b"PX__", k, rows), pre(b"PH__", k, rows)
         if any(v is None or v.size != rows * width.get(t, 1) for t, v in sec.items()):
             continue  # missing or miscounted: unpack names it
-        bound_x = np.abs(sec[b"BX__"].astype(np.int64)) + (128 if k == 0 else h_bound) * abs_sum(sec[b"WX__"], rows)
+        bound_x = np.abs(sec[b"BX__"].astype(np.int64)) + (x_bound if k == 0 else h_bound) * abs_sum(sec[b"WX__"], rows)
         bound_h = h_bound * abs_sum(sec[b"WH__"], rows)
         if not (_fits_int32(bound_x, sec[b"MX__"], sec[b"SX__"], sec[b"PX__"])
                 and _fits_int32(bound_h, sec[b"MH__"], sec[b"SH__"], sec[b"PH__"])):
@@ -404,7 +420,7 @@ def unpack(blob: bytes) -> QuantModel:
     frontend = _frontend(get, sections, n_in) if (b"FEPR", NO_LAYER) in sections else None
     return QuantModel(inputs, layers, head, get(b"SIGM", (n_table,)), get(b"TANH", (n_table,)),
                       get(b"EXPN", (n_table,)), lut_shift, labels,
-                      sections.get((b"FPRT", NO_LAYER), b""), anomaly, frontend, h_bits)
+                      sections.get((b"FPRT", NO_LAYER), b""), anomaly, frontend, h_bits, INPUT_BITS[state])
 
 
 def _frontend(get, sections, n_in: int):

@@ -71,16 +71,19 @@ def cmd_quantize(args) -> int:
     if data.frontend is not None:
         from .quant.frontend import quantize_with_frontend
 
-        qm = quantize_with_frontend(fm, x, data.frontend, lengths, h_bits=_state_bits(args.state_bits))
+        qm = quantize_with_frontend(fm, x, data.frontend, lengths, h_bits=_fixed_bits("--state-bits", args.state_bits),
+                                    x_bits=_fixed_bits("--input-bits", args.input_bits))
     else:
         from .quant.calibrate import quantize_calibrated
 
-        qm, chosen = quantize_calibrated(fm, x, lengths, args.calibration, state_bits=args.state_bits)
+        qm, chosen = quantize_calibrated(fm, x, lengths, args.calibration, state_bits=args.state_bits,
+                                         input_bits=args.input_bits)
     blob.write(qm, args.out)
     print(f"wrote {args.out}: {len(blob.pack(qm))} bytes, {len(qm.layers)} layer(s), "
           f"hidden {qm.hidden}, {qm.n_classes} classes, calibrated on {len(x)} windows"
           + ("" if chosen is None else
-             f" ({chosen['chosen']} calibration, {chosen['h_bits']}-bit state, float/integer agreement "
+             f" ({chosen['chosen']} calibration, {chosen['h_bits']}-bit state, {chosen['x_bits']}-bit inputs, "
+             f"float/integer agreement "
              f"{chosen['agreement']:.3f} on held-out calibration windows)"))
     if chosen is not None and chosen["agreement"] < 0.99:
         # measured on long windows (bench/long_windows.py): rounding noise adds up over many steps
@@ -213,10 +216,11 @@ def _train_anomaly(args) -> int:
     return 0
 
 
-def _state_bits(value: str) -> int:
-    """--state-bits as a fixed width: the front-end path does not choose one, so auto is 8 there."""
+def _fixed_bits(flag: str, value: str) -> int:
+    """--state-bits or --input-bits as a fixed width: the front-end and anomaly paths do
+    not choose one, so auto is 8 there."""
     if value not in ("auto", "8", "16"):
-        raise UserError(f"--state-bits {value!r}: choose from auto, 8, 16")
+        raise UserError(f"{flag} {value!r}: choose from auto, 8, 16")
     return 8 if value == "auto" else int(value)
 
 
@@ -225,8 +229,9 @@ def _quantize_anomaly(args) -> int:
     from .learn.anomaly import load
     from .quant.anomaly import quantize_from_data
 
-    if _state_bits(args.state_bits) == 16:
-        raise UserError("--state-bits 16: an anomaly model keeps an 8-bit hidden state")
+    for flag, value in (("--state-bits", args.state_bits), ("--input-bits", args.input_bits)):
+        if _fixed_bits(flag, value) == 16:
+            raise UserError(f"{flag} 16: an anomaly model keeps 8-bit inputs and state")
     fm, meta, frontend = load(args.model)
     settings = config.load(args.config)
     qm = quantize_from_data(fm, meta, frontend, args.calib, settings, min(args.calib_windows, 500))
@@ -461,9 +466,14 @@ COMMANDS = {
             help="the spectral front-end for WAV data (default: config's frontend.kind; auto: mel)"),
         arg("--state-bits", default="auto", metavar="BITS",
             help="hidden state width: 8 (int8, the least RAM and cycles), 16 (int16: closer to the float "
-                 "model over long windows; at most 128 hidden units) or auto (default: 16 only where, on held-out "
-                 "calibration windows, 8 bits keep under 99%% of the float decisions or leave over 2%% near "
-                 "the edge, and 16 do better; 8 for front-end and anomaly models)"),
+                 "model over long windows; at most 128 hidden units) or auto (default: 8 where, on at least 100 "
+                 "held-out calibration windows, it keeps 99%% of the float decisions and leaves at most 2%% near "
+                 "the edge; else 16 if it keeps as many; 8 for front-end and anomaly models)"),
+        arg("--input-bits", default="auto", metavar="BITS",
+            help="width of the first layer's inputs: 8 (int8) or 16 (int16, with a 16-bit state: 257 times finer "
+                 "steps, for inputs whose small differences decide; at most 128 channels) or auto (default: 16 "
+                 "where a 16-bit state with int8 inputs does not hold the decisions as above and 16 keeps as "
+                 "many; 8 for front-end and anomaly models)"),
         CONFIG,
     ]),
     "evaluate": (cmd_evaluate, "float vs int8 accuracy on DATA's test split", [

@@ -7,7 +7,7 @@ from .blob import QuantModel
 from .dataset import Split
 from .errors import UserError
 from .learn.model import FloatModel
-from .reference.inputs import int8_inputs
+from .reference.inputs import model_inputs
 from .reference.lstm import IntegerLSTM
 from .reference.stream import decide
 
@@ -27,7 +27,7 @@ def check_match(model: FloatModel, qmodel: QuantModel) -> None:
 
 def int_logits(qmodel: QuantModel, x: np.ndarray, lengths=None, backend: str = "numpy") -> np.ndarray:
     """int32 logits from the reference (numpy) or from device/ under MicroPython."""
-    x_q = int8_inputs(qmodel, x)
+    x_q = model_inputs(qmodel, x)
     if backend == "numpy":
         return IntegerLSTM(qmodel).run(x_q, lengths)
     if backend == "micropython":
@@ -129,7 +129,7 @@ def float_anomaly_scores(model: FloatModel, qmodel: QuantModel, frames: np.ndarr
 def int_anomaly_scores(qmodel: QuantModel, frames: np.ndarray, backend: str = "numpy") -> np.ndarray:
     from .reference import anomaly as ref
 
-    x_q = int8_inputs(qmodel, frames)
+    x_q = model_inputs(qmodel, frames)
     if backend == "numpy":
         return ref.scores(qmodel, x_q)
     if backend == "micropython":

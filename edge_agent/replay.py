@@ -18,7 +18,7 @@ from .board import link
 from .config import Settings
 from .errors import UserError
 from .recording import Recording
-from .reference.inputs import int8_inputs, to_raw
+from .reference.inputs import model_inputs, to_raw
 from .reference.lstm import IntegerLSTM
 from .reference.frontend import int8_features
 from .reference.stream import decide, score_fraction, smooth_detections, stream_decisions
@@ -31,7 +31,7 @@ def numpy_detections(rec: Recording, qmodel: QuantModel, settings: Settings, pro
     if qmodel.frontend is not None:  # audio: windows and hops count front-end frames
         x_q, at = int8_features(qmodel, rec.x[:, 0])
     else:
-        x_q, at = int8_inputs(qmodel, rec.x), np.arange(len(rec.x))
+        x_q, at = model_inputs(qmodel, rec.x), np.arange(len(rec.x))
     points = stream_decisions(IntegerLSTM(qmodel), x_q, settings.window, settings.hop, settings.continuous)
     if progress is not None:
         progress(len(rec.x))
@@ -322,7 +322,7 @@ def anomaly_events(rec: Recording, qmodel: QuantModel, settings: Settings, backe
     threshold = qmodel.anomaly.threshold
     if backend == "numpy":
         frames, at = sensor_frames(rec.x, qmodel.frontend)
-        score = ref.scores(qmodel, int8_inputs(qmodel, frames))
+        score = ref.scores(qmodel, model_inputs(qmodel, frames))
         if progress is not None:
             progress(len(rec.x))
         dets = anomaly_messages(ref.events(score, threshold), at, rec.t, threshold)

@@ -22,7 +22,7 @@ from edge_agent.learn import model as fmodel
 from edge_agent.quant.anomaly import quantize_anomaly
 from edge_agent.recording import save_csv
 from edge_agent.reference import anomaly as ref
-from edge_agent.reference.inputs import int8_inputs, to_raw
+from edge_agent.reference.inputs import model_inputs, to_raw
 
 from helpers import ROOT, run_cli
 
@@ -49,7 +49,7 @@ def random_anomaly_model(seed: int):
     x = rng.normal(fm.mean, 1.0, (600, n_in)).cumsum(axis=0) * 0.05 + fm.mean
     qm = quantize_anomaly(fm, meta, x[:300].reshape(-1, 10, n_in), [x[300:]])
     stream = x + rng.normal(0, float(rng.choice([0.1, 1.0, 5.0])), x.shape)  # overdrives the int8 range too
-    x_q = int8_inputs(qm, stream)
+    x_q = model_inputs(qm, stream)
     a = qm.anomaly
     a.weights = rng.integers(0, 256, n_in).astype(np.int32)
     a.smooth_shift = int(rng.integers(0, 11))
@@ -404,7 +404,7 @@ def test_frontend_anomaly_model_identical_on_virtual_board(tmp_path):
     meta = la.AnomalyMeta(window=16, warmup=2, smoothing=4)
     n = len(frames) // 2
     qm = quantize_anomaly(fm, meta, frames[:n - n % 16].reshape(-1, 16, frontend.bands), [frames[:n]], frontend)
-    score = ref.scores(qm, int8_inputs(qm, frames))
+    score = ref.scores(qm, model_inputs(qm, frames))
     qm.anomaly.threshold = int(np.quantile(score, 0.6))
     blob.write(qm, tmp_path / "fe.bin")
     t = np.arange(len(counts)) / MACHINE_RATE_HZ

@@ -21,10 +21,10 @@ from edge_agent.reference.stream import decide, stream_decisions
 N_MODELS = 200
 
 
-def random_quant_model(seed: int, layers: int | None = None, h_bits: int = 8):
+def random_quant_model(seed: int, layers: int | None = None, h_bits: int = 8, x_bits: int = 8):
     """A random model, calibrated on quiet data so real inputs overdrive it
     (1 or 2 layers, or `layers`: the draw is the same either way), with an
-    h_bits hidden state."""
+    h_bits hidden state and x_bits inputs."""
     rng = np.random.default_rng(seed)
     layers = layers or int(rng.integers(1, 3))
     n_in, hidden, classes = int(rng.integers(1, 9)), int(rng.integers(1, 25)), int(rng.integers(2, 7))
@@ -38,14 +38,15 @@ def random_quant_model(seed: int, layers: int | None = None, h_bits: int = 8):
                            rng.normal(0, scale, (classes, hidden)), rng.normal(0, 1, classes),
                            rng.normal(0, 1, n_in), rng.uniform(0.5, 2, n_in))
     calib = rng.normal(fm.mean, float(rng.choice([0.3, 1.0, 3.0])), (4, 10, n_in))
-    return quantize(fm, calib, h_bits=h_bits), rng
+    return quantize(fm, calib, h_bits=h_bits, x_bits=x_bits), rng
 
 
-def extreme_inputs(rng, shape):
-    """int8 inputs, a third of them at -128 or 127."""
-    x = rng.integers(-128, 128, shape)
+def extreme_inputs(rng, shape, bits: int = 8):
+    """int8 (or int16: bits) inputs, a third of them at either end of the range."""
+    top = 1 << (bits - 1)
+    x = rng.integers(-top, top, shape)
     edge = rng.random(shape) < 0.33
-    return np.where(edge, rng.choice([-128, 127], shape), x)
+    return np.where(edge, rng.choice([-top, top - 1], shape), x)
 
 
 @pytest.fixture(scope="module")

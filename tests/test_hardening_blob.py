@@ -266,9 +266,9 @@ def test_head_scratch_holds_k_logits(tmp_path, rng):
     assert proc.returncode == 0, proc.stderr
     scratch, k = map(int, proc.stdout.split())
     assert scratch >= 4 * k  # before: 40 bytes for 160 bytes of logits
-    from edge_agent.reference.inputs import int8_inputs
+    from edge_agent.reference.inputs import model_inputs
 
-    x_q = int8_inputs(qm, x.reshape(-1, 3)).reshape(8, 12, 3)
+    x_q = model_inputs(qm, x.reshape(-1, 3)).reshape(8, 12, 3)
     want = IntegerLSTM(qm).run(x_q)
     got = unixport.run_windows(data, x_q)
     assert np.array_equal(got, np.asarray(want, np.int64))

@@ -25,13 +25,13 @@ sys.path.insert(0, {tests!r})
 from helpers import random_model
 from edge_agent.quant import quantize
 from edge_agent.reference import recurrence
-from edge_agent.reference.inputs import int8_inputs
+from edge_agent.reference.inputs import model_inputs
 from edge_agent.reference.lstm import IntegerLSTM
 rng = np.random.default_rng(5)
 fm = random_model(rng, n_in=6, hidden=4, layers=1)
 x = rng.normal(0, 1.5, (2, 5, 6)) * fm.std + fm.mean
 qm = quantize(fm, x)
-x_q = int8_inputs(qm, x)
+x_q = model_inputs(qm, x)
 engine = IntegerLSTM(qm, kernel="int32")
 k = engine.layers[0]
 R, H = k.rows, k.hidden
@@ -120,7 +120,7 @@ def test_ubsan_build_agrees_and_finds_no_undefined_behaviour(ubsan_build):
         fm = random_model(rng, n_in=n_in, hidden=hidden, layers=layers)
         xx = rng.normal(0, 1.5, (7, 24, n_in)) * fm.std + fm.mean
         q = quantize(fm, xx)
-        xq = int8_inputs(q, xx)
+        xq = model_inputs(q, xx)
         for kernel in ("int32", "float32"):
             recurrence._recurrence = native
             want = everything(q, xq, kernel)

@@ -5,7 +5,7 @@ import pytest
 from edge_agent import blob, dataset
 from edge_agent.learn import model as fmodel
 from edge_agent.evaluate import evaluate
-from edge_agent.reference.inputs import int8_inputs
+from edge_agent.reference.inputs import model_inputs
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import INT32_MAX, OverflowProofError
 from edge_agent.reference.lstm import IntegerLSTM
@@ -63,14 +63,14 @@ def test_reference_catches_overflow_in_a_tampered_blob(rng, imu_windows, field, 
     qm = quantize(fm, x)
     getattr(qm.layers[0], field)[:] = 2**30  # a multiplier the proof would never choose
     with pytest.raises(OverflowProofError, match=f"layer 0 {what} requantization"):
-        IntegerLSTM(qm).run(int8_inputs(qm, x))
+        IntegerLSTM(qm).run(model_inputs(qm, x))
 
 
 def test_streaming_equals_batch_and_lengths_freeze(rng, imu_windows):
     fm = random_model(rng, hidden=8, layers=2)
     x, _ = imu_windows
     qm = quantize(fm, x)
-    x_q = int8_inputs(qm, x[:6])
+    x_q = model_inputs(qm, x[:6])
     engine = IntegerLSTM(qm)
     whole = engine.run(x_q)
     engine.reset(6)
@@ -87,7 +87,7 @@ def test_input_quantization_tracks_float(rng, imu_windows):
     fm = random_model(rng, hidden=8, layers=1)
     x, _ = imu_windows
     qm = quantize(fm, x)
-    x_q = int8_inputs(qm, x)
+    x_q = model_inputs(qm, x)
     assert x_q.min() >= -128 and x_q.max() <= 127
     back = (x_q - qm.inputs.zero) * qm.inputs.scale
     assert np.all(np.abs(back - x) <= qm.inputs.scale * 0.51 + np.abs(x) * 2e-4)

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from edge_agent.reference import recurrence
-from edge_agent.reference.inputs import int8_inputs
+from edge_agent.reference.inputs import model_inputs
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import INT32_MAX, INT32_MIN, OverflowProofError
 from edge_agent.reference.lstm import IntegerLSTM, Trace
@@ -34,7 +34,7 @@ def _quantized(rng, hidden, n_in, layers, windows=7, steps=24):
     fm = random_model(rng, n_in=n_in, hidden=hidden, layers=layers)
     x = rng.normal(0, 1.5, (windows, steps, n_in)) * fm.std + fm.mean
     qm = quantize(fm, x)
-    return qm, int8_inputs(qm, x)
+    return qm, model_inputs(qm, x)
 
 
 def _everything(engine: IntegerLSTM, x_q: np.ndarray) -> list[np.ndarray]:

@@ -116,7 +116,7 @@ def test_monitor_shows_the_boards_cost(board):
 def _run_windows(repl: RawRepl, qm, x_q, lengths):
     """device/evalfile.py windows, with trace, run by the board's firmware."""
     repl.write_file("m.bin", blob.pack(qm))
-    repl.write_file("in.bin", unixport.windows_input(x_q, lengths))
+    repl.write_file("in.bin", unixport.windows_input(x_q, lengths, qm.x_bits))
     repl.exec("evalfile.main(['', 'windows', 'm.bin', 'in.bin', 'out.bin', 'trace'])", timeout=120)
     out = repl.exec("f = open('out.bin', 'rb')\nwhile True:\n b = f.read(3000)\n if not b:\n  break\n"
                     " print(binascii.b2a_base64(b).decode().strip())\nf.close()")
@@ -156,8 +156,9 @@ def test_cell_bit_exact_on_arm(board):
 
 
 def test_state16_bit_exact_on_arm(board, settings, demo_paths):
-    """A 16-bit state on ARM (the Thumb matvec16 and lstm_update): two random models, 1 and
-    3 layers, every layer's h and c after every step, and the logits, equal the reference."""
+    """A 16-bit state on ARM (the Thumb matvec16 and lstm_update): random models of 1 and
+    3 layers, and of 2 with int16 inputs (layer 0 through matvec16 too), every layer's h
+    and c after every step, and the logits, equal the reference."""
     flash.flash(settings, demo_paths["blob"], board.port, progress=False)  # device/, when run alone (-k)
     repl = RawRepl(board.port)
     try:
@@ -165,9 +166,9 @@ def test_state16_bit_exact_on_arm(board, settings, demo_paths):
         repl.write_file("evalfile.py", (unixport.DEVICE_DIR / "evalfile.py").read_bytes())
         repl.exec("import binascii, evalfile, kernels")
         assert repl.eval("kernels.lstm_update16 is kernels.lstm_update and kernels.KERNEL == 'thumb'")
-        for seed, layers in ((4000, 1), (4001, 3)):
-            qm, rng = random_quant_model(seed, layers, h_bits=16)
-            x_q = extreme_inputs(rng, (3, 12, qm.n_inputs))
+        for seed, layers, x_bits in ((4000, 1, 8), (4001, 3, 8), (4002, 2, 16)):
+            qm, rng = random_quant_model(seed, layers, h_bits=16, x_bits=x_bits)
+            x_q = extreme_inputs(rng, (3, 12, qm.n_inputs), x_bits)
             lengths = np.array([12, int(rng.integers(1, 12)), 12])
             got, h, c = _run_windows(repl, qm, x_q, lengths)
             assert_traces_equal(qm, x_q, lengths, got, h, c, f"seed {seed}")

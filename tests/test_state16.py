@@ -20,7 +20,7 @@ from edge_agent.learn import model as fmodel
 from edge_agent.quant import quantize
 from edge_agent.quant.fixedpoint import (INT32_MAX, OverflowProofError, choose_multiplier,
                                          choose_prescaled_multiplier, pre_shift, prescaled_bound)
-from edge_agent.reference.inputs import int8_inputs
+from edge_agent.reference.inputs import model_inputs
 from edge_agent.reference.lstm import IntegerLSTM, Trace
 from helpers import random_model, run_cli
 from test_hardening_blob import device_verdicts, entry, host_verdict, recrc, set_header, set_type, set_value, \
@@ -83,7 +83,7 @@ def hostile_wide_blobs() -> list[tuple[str, bytes, bool]]:
     """(what, blob, should load) for every limit a 16-bit state adds."""
     base = blob.pack(wide(zero_model()))
     cases = [("16-bit zero model", base, True)]
-    for v in (2, 255, 1 << 16, 2**32 - 1):
+    for v in (3, 255, 1 << 16, 2**32 - 1):
         cases.append((f"state format {v}", set_header(base, STATE_WORD, "<I", v), False))
     cases.append(("H 128", blob.pack(wide(zero_model(H=128))), True))
     cases.append(("H 129", blob.pack(wide(zero_model(H=129))), False))
@@ -145,7 +145,7 @@ def test_both_readers_check_the_16_bit_limits_alike(tmp_path):
     for (what, _, ok), h, b in zip(cases, host, board):
         assert (h == "ok") == ok, f"host, {what}: {h}"
         assert (b == "ok") == ok, f"board, {what}: {b}"
-    assert "state format = 2 is outside 0..1" in host[1] and "state format = 2 is outside 0..1" in board[1]
+    assert "state format = 3 is outside 0..2" in host[1] and "state format = 3 is outside 0..2" in board[1]
 
 
 # ---- the quantizer's pre-shift --------------------------------------------------------
@@ -192,7 +192,7 @@ def test_a_hidden_width_past_the_proof_is_refused(rng):
 def test_streaming_and_whole_windows_agree(models):
     """step/logits, hidden_sequence and run give the same int16 h and logits."""
     _, x, _, q16 = models
-    x_q = int8_inputs(q16, x)
+    x_q = model_inputs(q16, x)
     trace = Trace()
     engine = IntegerLSTM(q16)
     want = engine.run(x_q, trace=trace)
@@ -261,7 +261,7 @@ def test_16_bits_stay_closer_to_float_over_long_windows(seed):
     err = {}
     for bits in (8, 16):
         qm = quantize(fm, x, h_bits=bits)
-        x_q = int8_inputs(qm, x)
+        x_q = model_inputs(qm, x)
         assert np.array_equal(x_q, np.round(x * 128))  # the inputs are exact: only the model differs
         got = IntegerLSTM(qm).run(x_q) / 2.0**qm.head.out_frac
         err[bits] = float(np.sqrt(np.mean((got - want) ** 2)))

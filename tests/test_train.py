@@ -7,7 +7,7 @@ import pytest
 from edge_agent import recording, synthetic
 from edge_agent.learn import model as fmodel
 from edge_agent.learn import train as T
-from edge_agent.reference.inputs import int8_inputs
+from edge_agent.reference.inputs import model_inputs
 from edge_agent.quant import quantize
 from edge_agent.reference.lstm import IntegerLSTM
 
@@ -118,7 +118,7 @@ def test_fake_quant_forward_tracks_the_integer_model(trained):
     hooks = T.FakeQuant(model, x)
     _, fq_logits, _ = T.loss_and_grads(model, T.params_of(model), x, y, fmodel.valid_steps(len(x), x.shape[1], None).astype(np.float64),
                                        np.ones(4), hooks, need_grads=False)
-    int_logits = IntegerLSTM(hooks.qm).run(int8_inputs(hooks.qm, x)) / 4096
+    int_logits = IntegerLSTM(hooks.qm).run(model_inputs(hooks.qm, x)) / 4096
     assert np.mean(fq_logits.argmax(1) == int_logits.argmax(1)) >= 0.97
     assert np.abs(fq_logits - int_logits).mean() < 0.02 * np.abs(int_logits).mean() + 0.01
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import blob
 from ..errors import UserError
 
 
@@ -55,23 +56,33 @@ def run_windows(blob_bytes: bytes, x_q: np.ndarray, lengths=None, trace: bool = 
                 n_layers: int = 1, hidden: int = 0, n_classes: int = 0, timeout: float = 3600,
                 h_bits: int = 8):
     """Logits [n, K] (and, with trace, h [n, T, L, H] and c [n, T, L, H]) from device/."""
-    x_q = np.asarray(x_q, dtype=np.int8)
+    x_q = np.asarray(x_q)
     n, steps, _ = x_q.shape
     lengths = np.full(n, steps, np.int32) if lengths is None else np.asarray(lengths, np.int32)
     with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.bin").write_bytes(blob_bytes)
-        (tmp / "in.bin").write_bytes(windows_input(x_q, lengths))
+        (tmp / "in.bin").write_bytes(windows_input(x_q, lengths, input_bits(blob_bytes)))
         _run(["windows", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")]
              + (["trace"] if trace else []), timeout)
         data = (tmp / "out.bin").read_bytes()
     return read_windows(data, n, steps, lengths, trace, n_layers, hidden, n_classes, h_bits)
 
 
-def windows_input(x_q: np.ndarray, lengths: np.ndarray) -> bytes:
+def input_bits(blob_bytes: bytes) -> int:
+    """The width of the model's inputs, from its header's state format (blob.INPUT_BITS)."""
+    return blob.INPUT_BITS[blob.check(blob_bytes)[13]]
+
+
+def _inputs(x_q, x_bits: int) -> bytes:
+    """Model inputs as evalfile.py reads them: int8, or little-endian int16."""
+    return np.asarray(x_q).astype("i1" if x_bits == 8 else "<i2").tobytes()
+
+
+def windows_input(x_q: np.ndarray, lengths: np.ndarray, x_bits: int = 8) -> bytes:
     """evalfile.py windows' IN file."""
-    n, steps, channels = x_q.shape
-    return (struct.pack("<3i", n, steps, channels) + np.asarray(x_q, np.int8).tobytes()
+    n, steps, channels = np.shape(x_q)
+    return (struct.pack("<3i", n, steps, channels) + _inputs(x_q, x_bits)
             + np.asarray(lengths, "<i4").tobytes())
 
 
@@ -102,13 +113,12 @@ def run_stream(blob_bytes: bytes, samples: np.ndarray, window: int, hop: int,
                continuous: bool = False, raw: bool = False, n_classes: int = 0,
                timeout: float = 3600):
     """Decisions [(sample index, class, score, logits)] from device/stream.py."""
-    samples = np.asarray(samples, dtype=np.int16 if raw else np.int8)
-    total, channels = samples.shape
+    total, channels = np.shape(samples)
     with tempfile.TemporaryDirectory(prefix="edge-agent-mpy-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.bin").write_bytes(blob_bytes)
         header = struct.pack("<6i", total, channels, window, hop, int(continuous), int(raw))
-        (tmp / "in.bin").write_bytes(header + samples.astype("<i2" if raw else "i1").tobytes())
+        (tmp / "in.bin").write_bytes(header + _inputs(samples, 16 if raw else input_bits(blob_bytes)))
         _run(["stream", str(tmp / "model.bin"), str(tmp / "in.bin"), str(tmp / "out.bin")], timeout)
         rows = np.frombuffer((tmp / "out.bin").read_bytes(), "<i4").reshape(-1, 3 + n_classes)
     return [(int(r[0]), int(r[1]), int(r[2]), r[3:].astype(np.int64)) for r in rows]

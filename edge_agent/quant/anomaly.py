@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..learn.anomaly import AnomalyMeta
 from ..learn.model import FloatModel
 from ..reference import anomaly as ref
-from ..reference.inputs import int8_inputs
+from ..reference.inputs import model_inputs
 from ..reference.lstm import IntegerLSTM
 from .ptq import H_SCALE, _quant_head, quantize
 
@@ -45,7 +45,7 @@ def calibrate(qm: QuantModel, held: list[np.ndarray], meta: AnomalyMeta) -> Anom
     engine = IntegerLSTM(qm)
     parts = []
     for x in held:
-        x_q = int8_inputs(qm, x)
+        x_q = model_inputs(qm, x)
         pred = ref.predictions(qm, x_q, meta.window, engine)
         diff = np.minimum(np.abs(pred[:-1] - (x_q[1:].astype(np.int64) << 12)) >> ref.ERR_SHIFT, ref.ERR_CAP)
         ok = ref.scored(len(x_q), meta.window, meta.warmup)[1:]

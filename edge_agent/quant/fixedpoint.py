@@ -148,4 +148,4 @@ def choose_input_multiplier(real: float, zero: int, what: str = "input") -> tupl
             break
         if RAW_BOUND * mult + abs(bias) <= INT32_MAX:
             return mult, bias, shift
-    raise OverflowProofError(f"{what}: raw-to-int8 scale {real:.3g} cannot be applied within int32")
+    raise OverflowProofError(f"{what}: raw-to-input scale {real:.3g} cannot be applied within int32")

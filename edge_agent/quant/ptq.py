@@ -7,7 +7,8 @@ from the actual weights to keep every product inside int32, Q3.12 gate
 pre-activations, Q0.15 sigmoid/tanh from tables, int16 cell state with a
 power-of-two scale from calibration, int8 hidden state with scale 2**-7 or,
 with h_bits=16, int16 with scale 2**-15 (each accumulator of int16 inputs then
-takes a rounding pre-shift before its multiplier: fixedpoint.choose_prescaled_multiplier).
+takes a rounding pre-shift before its multiplier: fixedpoint.choose_prescaled_multiplier);
+with x_bits=16 as well (state format 2), layer 0's inputs are int16 too.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import math
 
 import numpy as np
 
-from ..blob import STATE_BITS, InputQuant, QuantHead, QuantLayer, QuantModel, WIDE_MAX_HIDDEN, h_scale
+from ..blob import INPUT_BITS, STATE_BITS, InputQuant, QuantHead, QuantLayer, QuantModel, WIDE_MAX_HIDDEN, h_scale
 from ..errors import UserError
 from ..learn.model import FloatModel, Trace, valid_steps
 from .fixedpoint import choose_input_multiplier, choose_multiplier, choose_prescaled_multiplier
@@ -35,20 +36,29 @@ MSE_CLIPS = (0.0, 0.001, 0.01, 0.1, 1.0)  # percent clipped at each end: the can
 
 def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = None,
              raw_per_unit: np.ndarray | None = None, headroom: float = 1.0,
-             calibration: str = "minmax", bias_correction: bool = False, h_bits: int = 8) -> QuantModel:
+             calibration: str = "minmax", bias_correction: bool = False, h_bits: int = 8,
+             x_bits: int = 8) -> QuantModel:
     """Quantize `model` using calibration windows calib [n, T, C] of raw values;
     headroom > 1 widens the int8 input range around the calibrated one (an anomaly
     model must see values normal data never reached); calibration: CALIBRATIONS.
     bias_correction: subtract from each gate's bias the mean error that int8
     weights make on the calibration inputs and states (a constant error in a
     gate is integrated by the cell over a long window). h_bits: the hidden
-    state's width, 8 (int8, 2**-7) or 16 (int16, 2**-15; docs/arithmetic.md)."""
+    state's width, 8 (int8, 2**-7) or 16 (int16, 2**-15; docs/arithmetic.md).
+    x_bits: layer 0's inputs, 8 or, with a 16-bit state, 16 (int16 per channel
+    over the calibrated range: 256 times finer steps)."""
     if calibration not in CALIBRATIONS:
         raise UserError(f"calibration {calibration!r}: choose from {', '.join(CALIBRATIONS)}")
     if h_bits not in STATE_BITS:
-        raise UserError(f"hidden state width {h_bits!r}: choose from {', '.join(map(str, STATE_BITS))}")
+        raise UserError(f"hidden state width {h_bits!r}: choose from {', '.join(map(str, sorted(set(STATE_BITS))))}")
+    if x_bits not in INPUT_BITS:
+        raise UserError(f"input width {x_bits!r}: choose from {', '.join(map(str, sorted(set(INPUT_BITS))))}")
+    if x_bits == 16 and h_bits != 16:
+        raise UserError("int16 inputs come with a 16-bit hidden state (--state-bits 16)")
     if h_bits == 16 and model.hidden > WIDE_MAX_HIDDEN:
         raise UserError(f"a 16-bit state takes at most {WIDE_MAX_HIDDEN} hidden units; the model has {model.hidden}")
+    if x_bits == 16 and model.n_inputs > WIDE_MAX_HIDDEN:
+        raise UserError(f"int16 inputs take at most {WIDE_MAX_HIDDEN} channels; the model has {model.n_inputs}")
     hs = h_scale(h_bits)
     calib = np.asarray(calib, dtype=np.float64)
     if calib.ndim != 3 or calib.shape[2] != model.n_inputs:
@@ -59,7 +69,8 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
     model.forward(calib, lengths, trace)
     valid = valid_steps(calib.shape[0], calib.shape[1], lengths)
 
-    inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit, headroom, calibration)
+    inputs, in_scale, in_zero = input_quant(calib[valid], raw_per_unit, headroom, calibration, x_bits)
+    x_top = 1 << (x_bits - 1)
     layers = []
     for k, layer in enumerate(model.layers):
         if k == 0:  # fold (x - mean) / std into the first layer
@@ -70,39 +81,40 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
             # subtract the mean through the int8 weights the inputs will meet, not the float
             # ones: otherwise (w_int8 - w) @ mean / std is a constant error in every gate,
             # which the cell integrates over a long window (large when |mean| >> std)
-            q, s = row_quant(w_x, bias)  # layer 0's inputs are int8 at either state width
+            q, s = row_quant(w_x, bias, x_bits)
             bias = layer.b_ih + layer.b_hh - (q * s[:, None] / in_scale) @ model.mean
         else:
             w_x, bias, zero = layer.w_ih * hs, layer.b_ih + layer.b_hh, None
-        x_bits = 8 if k == 0 else h_bits
+        in_bits = x_bits if k == 0 else h_bits
         cmax = cell_peak(trace.cell[k][valid], calibration)
         if bias_correction:
-            if k == 0:  # the int8 input levels the board computes, centred as the fold above
-                x_in = np.clip(np.round(calib[valid] / in_scale) + in_zero, -128, 127) - in_zero \
+            if k == 0:  # the input levels the board computes, centred as the fold above
+                x_in = np.clip(np.round(calib[valid] / in_scale) + in_zero, -x_top, x_top - 1) - in_zero \
                     - model.mean / in_scale
             else:
                 x_in = trace.hidden[k - 1][valid] / hs
             h_seq = trace.hidden[k]
             h_in = np.concatenate([np.zeros_like(h_seq[:, :1]), h_seq[:, :-1]], axis=1)[valid] / hs
-            bias = bias - _weight_error(w_x, bias, x_in.mean(axis=0), x_bits) \
+            bias = bias - _weight_error(w_x, bias, x_in.mean(axis=0), in_bits) \
                 - _weight_error(layer.w_hh * hs, None, h_in.mean(axis=0), h_bits)
-        layers.append(_quant_layer(k, w_x, bias, zero, layer.w_hh * hs, cmax, x_bits, h_bits))
+        layers.append(_quant_layer(k, w_x, bias, zero, layer.w_hh * hs, cmax, in_bits, h_bits))
     head = _quant_head(model.head_w * hs, model.head_b, h_bits)
     return QuantModel(inputs, layers, head, sigmoid_table(), tanh_table(), exp_table(),
-                      LUT_SHIFT, model.labels(), model.fingerprint(), h_bits=h_bits)
+                      LUT_SHIFT, model.labels(), model.fingerprint(), h_bits=h_bits, x_bits=x_bits)
 
 
 def input_quant(samples: np.ndarray, raw_per_unit=None, headroom: float = 1.0,
-                calibration: str = "minmax") -> tuple[InputQuant, np.ndarray, np.ndarray]:
-    """Per-channel asymmetric int8 over the calibration range of the raw values
-    (widened `headroom` times around its middle)."""
-    lo, hi = input_range(samples, calibration)
+                calibration: str = "minmax", bits: int = 8) -> tuple[InputQuant, np.ndarray, np.ndarray]:
+    """Per-channel asymmetric int8 (or int16: bits) over the calibration range of
+    the raw values (widened `headroom` times around its middle)."""
+    steps = (1 << bits) - 1
+    lo, hi = input_range(samples, calibration, steps)
     if headroom != 1.0:
         mid, half = (lo + hi) / 2, (hi - lo) / 2 * headroom
         lo, hi = mid - half, mid + half
     span = np.where(hi - lo > 0, hi - lo, 1.0)
-    scale = span / 255.0
-    zero = np.round(-128 - lo / scale).astype(np.int64)
+    scale = span / steps
+    zero = np.round(-(1 << (bits - 1)) - lo / scale).astype(np.int64)
     if raw_per_unit is None:  # power of two: calibration peak lands near 2**14, half of int16
         peak = np.maximum(np.abs(lo), np.abs(hi))
         exponent = np.floor(np.log2(16384.0 / np.where(peak > 0, peak, 1.0)))
@@ -113,15 +125,16 @@ def input_quant(samples: np.ndarray, raw_per_unit=None, headroom: float = 1.0,
         m, b, s = choose_input_multiplier(1.0 / (raw_per_unit[c] * scale[c]), int(zero[c]),
                                           f"input channel {c}")
         mult.append(m), bias.append(b), shift.append(s)
-    # the int8 value the board computes is x_q = round(x / scale) + zero
+    # the input the board computes is x_q = round(x / scale) + zero
     inputs = InputQuant(raw_per_unit.astype(np.float32), np.array(mult, np.int32),
                         np.array(bias, np.int32), np.array(shift, np.uint8),
                         scale.astype(np.float32), zero.astype(np.int32))
     return inputs, scale, zero
 
 
-def input_range(samples: np.ndarray, calibration: str = "minmax") -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (lo, hi) of samples [N, C] that int8 spans (see CALIBRATIONS)."""
+def input_range(samples: np.ndarray, calibration: str = "minmax",
+                steps: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (lo, hi) of samples [N, C] that the inputs' `steps` span (see CALIBRATIONS)."""
     if calibration == "minmax" or len(samples) == 0:
         return samples.min(axis=0), samples.max(axis=0)
     if calibration == "percentile":
@@ -129,8 +142,8 @@ def input_range(samples: np.ndarray, calibration: str = "minmax") -> tuple[np.nd
     best_lo, best_hi, best_err = samples.min(axis=0), samples.max(axis=0), np.full(samples.shape[1], np.inf)
     for clip in MSE_CLIPS:
         lo, hi = np.percentile(samples, [clip, 100 - clip], axis=0)
-        scale = np.where(hi - lo > 0, hi - lo, 1.0) / 255.0
-        q = np.clip(np.round((samples - lo) / scale), 0, 255) * scale + lo
+        scale = np.where(hi - lo > 0, hi - lo, 1.0) / steps
+        q = np.clip(np.round((samples - lo) / scale), 0, steps) * scale + lo
         err = ((q - samples) ** 2).mean(axis=0)
         better = err < best_err
         best_lo, best_hi, best_err = np.where(better, lo, best_lo), np.where(better, hi, best_hi), np.minimum(err, best_err)

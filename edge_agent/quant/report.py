@@ -6,7 +6,7 @@ import numpy as np
 from ..learn import model as float_model
 from ..blob import QuantModel
 from ..learn.model import FloatModel, valid_steps
-from ..reference.inputs import int8_inputs
+from ..reference.inputs import model_inputs
 from ..reference.lstm import IntegerLSTM, Trace
 from .lut import GATE_FRAC
 from .ptq import GATE_NAMES, OUT_FRAC
@@ -27,7 +27,7 @@ def error_report(model: FloatModel, qmodel: QuantModel, x: np.ndarray, lengths=N
     ftrace = float_model.Trace()
     flogits = model.forward(x, lengths, ftrace)
     itrace = Trace()
-    x_q = int8_inputs(qmodel, x)
+    x_q = model_inputs(qmodel, x)
     ilogits = IntegerLSTM(qmodel).run(x_q, lengths, itrace)
     valid = valid_steps(x.shape[0], x.shape[1], lengths)
     x_deq = (x_q - qmodel.inputs.zero) * qmodel.inputs.scale

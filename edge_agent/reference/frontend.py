@@ -278,4 +278,4 @@ def int8_features(qmodel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = qmodel.frontend
     raw = np.clip(np.round(np.asarray(samples, np.float64)), -32768, 32767).astype(np.int64)
     feats = run(raw, p)
-    return quantize_raw(feats, qmodel.inputs), frame_sample_index(len(feats), p)
+    return quantize_raw(feats, qmodel.inputs, qmodel.x_bits), frame_sample_index(len(feats), p)

@@ -8,7 +8,8 @@ The time loop of each layer is C (recurrence.py lays out its operands,
 _recurrence.c computes) in the board's 32-bit arithmetic; its int8 x int8
 matmuls have three kernels that give the same sums (docs/arithmetic.md, "Why
 the host reference is exact"). A model with a 16-bit state (h int16 on
-2**-15) runs the same API through a plain int16 x int8 loop.
+2**-15) runs the same API through a plain int16 x int8 loop, as do its
+layer 0's int16 inputs in state format 2.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 from ..blob import QuantModel
 from ..quant.fixedpoint import pre_shift, requantize
 from ..quant.lut import lookup
-from .inputs import as_int8
+from .inputs import as_inputs
 from .recurrence import GATE_TABLE, LayerKernel, WideLayerKernel
 
 
@@ -53,7 +54,7 @@ class IntegerLSTM:
         self._lut = np.concatenate([sig, tanh, [0, 0]]).astype(np.int16)  # 2 spare: the kernel reads in pairs
         gate_offsets = 32768 + np.repeat(np.array([0, 0, GATE_TABLE, 0]), model.hidden)
         if model.h_bits == 16:
-            self.layers = [WideLayerKernel.of(k, layer, gate_offsets) for k, layer in enumerate(model.layers)]
+            self.layers = [WideLayerKernel.of(k, layer, gate_offsets, model.x_bits) for k, layer in enumerate(model.layers)]
         else:
             self.layers = [LayerKernel.of(k, layer, gate_offsets, kernel) for k, layer in enumerate(model.layers)]
         head = model.head
@@ -86,8 +87,9 @@ class IntegerLSTM:
         self.c = [np.zeros((batch, H), dtype=np.int32) for _ in self.layers]
 
     def step(self, x_q: np.ndarray) -> np.ndarray:
-        """Advance every stream by one timestep; x_q int8 [B, C]. Returns the top h."""
-        x = as_int8(x_q)
+        """Advance every stream by one timestep; x_q int8 [B, C] (int16 for a
+        model of int16 inputs, as everywhere below). Returns the top h."""
+        x = as_inputs(x_q, self.model.x_bits)
         if not self.h:
             self.reset(x.shape[0])
         seq = x[:, None, :]
@@ -100,7 +102,7 @@ class IntegerLSTM:
         """The top layer's h after every step, [n, T, H] (int8, or int16 for a
         16-bit state), for windows x_q
         [n, T, C] each from a zero state (the anomaly head reads every step)."""
-        seq = as_int8(x_q)
+        seq = as_inputs(x_q, self.model.x_bits)
         n, steps, _ = seq.shape
         lengths = np.full(n, steps) if lengths is None else np.asarray(lengths, dtype=np.int64)
         for k in range(len(self.layers)):
@@ -123,7 +125,7 @@ class IntegerLSTM:
         """Logits [n, K] for windows x_q int8 [n, T, C], each from a zero state and
         read at its last valid step. Layer by layer: a layer's whole input
         projection is one matmul, so only the recurrent part loops over time."""
-        x_q = as_int8(x_q)
+        x_q = as_inputs(x_q, self.model.x_bits)
         n, steps, _ = x_q.shape
         lengths = np.full(n, steps) if lengths is None else np.asarray(lengths, dtype=np.int64)
         out = []

@@ -169,7 +169,7 @@ def _raise_overflow(code: int, layer: int) -> None:
 class WideLayerKernel:
     """One layer of a 16-bit-state model, ready for run_layer16: weights
     [n_in + H, 4H] transposed as int32, and every per-row integer in one int64
-    table. Layer 0's inputs are int8, the others' the int16 h below."""
+    table. Layer 0's inputs are int8 or int16 (x_bits), the others' the int16 h below."""
 
     index: int
     n_in: int
@@ -179,9 +179,10 @@ class WideLayerKernel:
     params: np.ndarray
 
     @classmethod
-    def of(cls, k: int, layer: QuantLayer, gate_offsets: np.ndarray) -> "WideLayerKernel":
+    def of(cls, k: int, layer: QuantLayer, gate_offsets: np.ndarray, x_bits: int = 8) -> "WideLayerKernel":
         hidden, n_in = layer.wh.shape[1], layer.wx.shape[1]
-        bound = max(accumulator_bound(layer.wx, 128 if k == 0 else 32768), accumulator_bound(layer.wh, 32768))
+        x_bound = 1 << (x_bits - 1) if k == 0 else 32768
+        bound = max(accumulator_bound(layer.wx, x_bound), accumulator_bound(layer.wh, 32768))
         if bound > INT32_MAX:  # every partial sum is at most this: the loop's int32 sums are exact
             raise OverflowProofError(f"layer {k}: a gate accumulator can reach {bound} > 2^31-1")
         w = np.concatenate([layer.wx.T, layer.wh.T]).astype(np.int32)
