@@ -130,9 +130,14 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(summary))
     else:
         print(f"windows {summary['n']}  float accuracy {summary['float_accuracy']:.4f}  "
-              f"int8 accuracy {summary['int8_accuracy']:.4f}  agreement {summary['agreement']:.4f}  "
-              f"({summary['backend']})")
+              f"integer accuracy {summary['int8_accuracy']:.4f}  agreement {summary['agreement']:.4f}  "
+              f"({summary['backend']}, {_widths(qm)})")
     return 0
+
+
+def _widths(qm) -> str:
+    """The quantized model's widths in words (the JSON key stays int8_accuracy, as documented)."""
+    return {(8, 8): "int8", (16, 8): "int16 state", (16, 16): "int16 state and inputs"}[qm.h_bits, qm.x_bits]
 
 
 def cmd_train(args) -> int:

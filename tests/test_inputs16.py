@@ -203,6 +203,9 @@ def test_cli_input_bits(tmp_path, demo_paths):
     proc = run_cli(*args, "--state-bits", "16", "--input-bits", "16")
     assert proc.returncode == 0, proc.stderr
     assert "16-bit inputs" in proc.stdout and (blob.read(out).h_bits, blob.read(out).x_bits) == (16, 16)
+    proc = run_cli("evaluate", "--model", demo_paths["model"], "--blob", out, "--data", demo_paths["data"])
+    assert proc.returncode == 0, proc.stderr
+    assert "integer accuracy" in proc.stdout and "(numpy, int16 state and inputs)" in proc.stdout
     out.unlink()
     for bad, words in ((("--state-bits", "8", "--input-bits", "16"), "16-bit hidden state"),
                        (("--input-bits", "12"), "--input-bits")):
