@@ -276,7 +276,6 @@ def _evaluate_anomaly(args, qm) -> int:
 
 
 def cmd_replay(args) -> int:
-    import time
 
     from . import blob, config, recording
     from .replay import detections

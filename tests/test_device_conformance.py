@@ -148,6 +148,12 @@ def test_window_modes_match(micropython, seed):
         x_q = quantize_raw(samples, qm.inputs)
     else:
         samples = x_q = extreme_inputs(rng, (total, qm.n_inputs))
+    assert_stream_equal(qm, samples, x_q, window, hop, continuous, raw)
+
+
+def assert_stream_equal(qm, samples, x_q, window: int, hop: int, continuous: bool, raw: bool) -> None:
+    """device/stream.py under the unix port, fed `samples` (raw readings, or the model's
+    inputs), decides when, what and with which logits the reference does on x_q."""
     want = stream_decisions(IntegerLSTM(qm), x_q, window, hop, continuous)
     got = unixport.run_stream(blob.pack(qm), samples, window, hop, continuous, raw, qm.n_classes)
     assert [t for t, *_ in got] == [t for t, _ in want]

@@ -5,7 +5,6 @@ scratch holds K logits; an .mpy the firmware refuses falls back to viper."""
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import subprocess
 import zlib
@@ -17,7 +16,6 @@ import pytest
 from edge_agent import blob
 from edge_agent.board import link, unixport
 from edge_agent.quant import lut
-from helpers import ROOT
 
 DEVICE = unixport.DEVICE_DIR
 INT32_MAX = 2**31 - 1
@@ -183,13 +181,19 @@ def hostile_blobs() -> list[tuple[str, bytes, bool]]:
     return cases
 
 
-def test_both_readers_check_every_limit_alike(tmp_path):
-    cases = hostile_blobs()
+def readers_agree(cases: list[tuple[str, bytes, bool]], tmp: Path) -> tuple[list[str], list[str]]:
+    """Both readers load exactly the cases marked to load; returns (host, board) verdicts."""
     host = [host_verdict(data) for _, data, _ in cases]
-    board = device_verdicts([data for _, data, _ in cases], tmp_path)
+    board = device_verdicts([data for _, data, _ in cases], tmp)
     for (what, _, ok), h, b in zip(cases, host, board):
         assert (h == "ok") == ok, f"host, {what}: {h}"
         assert (b == "ok") == ok, f"board, {what}: {b}"
+    return host, board
+
+
+def test_both_readers_check_every_limit_alike(tmp_path):
+    cases = hostile_blobs()
+    readers_agree(cases, tmp_path)
     assert len(cases) > 100
 
 

@@ -22,10 +22,10 @@ from edge_agent.quant.calibrate import quantize_calibrated
 from edge_agent.quant.fixedpoint import INT32_MAX
 from edge_agent.reference.inputs import model_inputs, quantize_raw, to_raw
 from edge_agent.reference.lstm import IntegerLSTM
-from edge_agent.reference.stream import decide, stream_decisions
 from helpers import random_model, run_cli
-from test_device_conformance import assert_traces_equal, extreme_inputs, random_quant_model, run_traced
-from test_hardening_blob import device_verdicts, host_verdict, set_header, zero_model
+from test_device_conformance import (assert_stream_equal, assert_traces_equal, extreme_inputs,
+                                     random_quant_model, run_traced)
+from test_hardening_blob import readers_agree, set_header, zero_model
 from test_state16 import STATE_WORD, exact_model, wide
 
 
@@ -80,12 +80,7 @@ def hostile_input_blobs() -> list[tuple[str, bytes, bool]]:
 
 
 def test_both_readers_check_the_int16_input_limits_alike(tmp_path):
-    cases = hostile_input_blobs()
-    host = [host_verdict(data) for _, data, _ in cases]
-    board = device_verdicts([data for _, data, _ in cases], tmp_path)
-    for (what, _, ok), h, b in zip(cases, host, board):
-        assert (h == "ok") == ok, f"host, {what}: {h}"
-        assert (b == "ok") == ok, f"board, {what}: {b}"
+    host, board = readers_agree(hostile_input_blobs(), tmp_path)
     assert "state format = 3 is outside 0..2" in host[1] and "state format = 3 is outside 0..2" in board[1]
     assert "C = 129 is outside 1..128 (int16 inputs)" in host[3] and "C = 129 is outside 1..128" in board[3]
 
@@ -185,13 +180,7 @@ def test_int16_inputs_stream_and_quantize_alike_on_the_unix_port(seed):
         assert np.abs(x_q).max() > 127  # the readings use the int16 range
     else:
         samples = x_q = extreme_inputs(rng, (total, qm.n_inputs), 16)
-    want = stream_decisions(IntegerLSTM(qm), x_q, window, hop, continuous)
-    got = unixport.run_stream(blob.pack(qm), samples, window, hop, continuous, raw, qm.n_classes)
-    assert [t for t, *_ in got] == [t for t, _ in want]
-    for (t, cls, score, logits), (_, ref_logits) in zip(got, want):
-        assert np.array_equal(logits, ref_logits)
-        ref_cls, ref_score = decide(ref_logits, qm)
-        assert (cls, score) == (int(ref_cls[0]), int(ref_score[0]))
+    assert_stream_equal(qm, samples, x_q, window, hop, continuous, raw)
 
 
 # ---- the command line ------------------------------------------------------------------
