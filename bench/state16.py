@@ -6,8 +6,8 @@ official MicroPython firmware on the emulated chip.
 Prints `name: value` lines:
 - cycles (and us at 125 MHz) per Cell.step with each state width, as the board
   runs it: all on the Thumb kernels (matvec16 for a 16-bit h and for int16
-  inputs; one lstm_update for every width): 57,840 with an 8-bit state, 59,349
-  with a 16-bit one, 59,413 with int16 inputs too (h16x16); and each on the
+  inputs; one lstm_update for every width): 56,972 with an 8-bit state, 57,580
+  with a 16-bit one, 57,644 with int16 inputs too (h16x16); and each on the
   viper kernels alone (like for like, as an ESP32 runs them);
 - cycles of one reading's quantization (6 channels; int16 stores for h16x16);
 - per stream, the State's bytes (h, c and the kernels' scratch), the arena's
@@ -43,9 +43,9 @@ def measure(path, n, viper):
     c = cell.Cell(model)
     st = cell.State(model)
     if viper:  # every kernel viper, layer 0's input matvec too
-        c.matvec_x = kernels.matvec16_viper if model.x_bits == 16 else kernels.matvec_viper
-        c.matvec_h = kernels.matvec16_viper if model.h_bits == 16 else kernels.matvec_viper
-        c.update = kernels.lstm_update_viper
+        c.kernels = (kernels.matvec16_viper if model.x_bits == 16 else kernels.matvec_viper,
+                     kernels.matvec16_viper if model.h_bits == 16 else kernels.matvec_viper,
+                     kernels.lstm_update_viper)
     raw = array.array("h", [(3001 * i + 11) & 0x7FFF for i in range(model.n_inputs)])
     c.quantize(raw)
     c.step(st)

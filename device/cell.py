@@ -49,6 +49,9 @@ class Cell:
 
     def __init__(self, model):
         self.model = model
+        # (matvec of layer 0's inputs, matvec of the state, lstm_update): one attribute,
+        # early in the instance's table, keeps step's lookups few (bench/rp2040_cycles.py)
+        self.kernels = kernels_for(model)
         xw = model.x_bits // 8  # bytes per stored input, offset by 128 or 32768 (kernels.py)
         self.x = bytearray(xw * model.ip0)
         for i in range(model.ip0):
@@ -56,7 +59,6 @@ class Cell:
         self.x_addr = kernels.address(self.x)  # pyright: ignore[reportArgumentType]
         self.raw = array.array("h", [0] * model.n_inputs)
         self.logits = array.array("i", [0] * model.n_classes)
-        self.matvec_x, self.matvec_h, self.update = kernels_for(model)
 
     def quantize(self, raw):
         """raw: int16 readings, one per channel (array 'h'); the result goes to self.x."""
@@ -86,15 +88,14 @@ class Cell:
         a = m.arena_addr
         s = state.addr
         x = self.x_addr
-        mv_h = self.matvec_h
-        mv_x = self.matvec_x  # layer 0's inputs; above it, the layer below's h
+        mv_x, mv_h, update = self.kernels  # mv_x: layer 0's inputs; above it, the layer below's h
         k = 0
         while k < m.n_layers:
             meta = m.metas[k]
             rows = meta[M_H] << 18  # 4 * hidden gate rows, in the shape word's top half
             mv_x(x, a + meta[M_WX], s + meta[M_DX], meta[M_IP] | rows)
             mv_h(s + meta[M_HU], a + meta[M_WH], s + meta[M_DH], meta[M_HP] | rows)
-            self.update(arena, meta, s, x)
+            update(arena, meta, s, x)
             x = s + meta[M_HU]
             mv_x = mv_h
             k += 1
@@ -104,6 +105,6 @@ class Cell:
         m = self.model
         hu = state.addr + m.metas[m.n_layers - 1][M_HU]
         dots = state.addr + m.metas[0][M_DX]
-        self.matvec_h(hu, m.arena_addr + m.off["wd"], dots, m.head_meta[HM_HP] | m.n_classes << 16)
+        self.kernels[1](hu, m.arena_addr + m.off["wd"], dots, m.head_meta[HM_HP] | m.n_classes << 16)
         kernels.head_logits(m.arena, m.head_meta, hu, dots, self.logits)  # pyright: ignore[reportArgumentType]
         return self.logits

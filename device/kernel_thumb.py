@@ -3,9 +3,9 @@
 # keeps its viper kernels elsewhere (ESP32, the unix port); flash sends this
 # file to ARM boards only. A 16-bit state runs matvec16 for h and the same
 # lstm_update, which reads the widths from the meta words. Measured on the
-# emulated RP2040, an H=32, I=6 timestep: 56,222 cycles with these against
-# 215,928 with the viper kernels (bench/rp2040_cycles.py); 57,840 with an 8-bit
-# and 59,349 with a 16-bit state, 59,413 with int16 inputs too (bench/state16.py,
+# emulated RP2040, an H=32, I=6 timestep: 56,617 cycles with these against
+# 209,597 with the viper kernels (bench/rp2040_cycles.py); 56,972 with an 8-bit
+# and 57,580 with a 16-bit state, 57,644 with int16 inputs too (bench/state16.py,
 # other inputs; 127,589 when the 16-bit lstm_update was viper). The host runs the machine code on an
 # emulated Cortex-M against numpy and the viper kernels (tests/armv6m.py,
 # tests/test_device_thumb.py); tests/test_rp2040.py holds the cell to the

@@ -12,9 +12,9 @@ the first, unless it does not hold the float decisions (_holds: its best
 candidate keeps under AGREEMENT_GOAL of them or leaves over AT_RISK_MOST of the
 windows at risk, see _score; or there are too few windows to tell); then the
 next is tried, and kept if it does as well (as many decisions kept and no more
-windows at risk: its finer arithmetic breaks the tie). Wider costs a few
+windows at risk: its finer arithmetic breaks the tie). Wider costs about one
 percent of cycles and a few bytes per unit on the board (bench/state16.py:
-+2.7 % per step on the RP2040) and allows at most WIDE_MAX_HIDDEN units (and,
++1.2 % per step on the RP2040) and allows at most WIDE_MAX_HIDDEN units (and,
 with int16 inputs, channels). bench/long_windows.py measures them on held-out
 data."""
 from __future__ import annotations
