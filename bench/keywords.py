@@ -18,7 +18,7 @@ is trained on) through the mel front-end, a numpy-trained LSTM, PTQ:
   between noise and other words from the test voices;
 - the model's size: blob bytes.
 
-    python bench/keywords.py [--corpus DIR] [--hidden 64] [--epochs 40]
+    python bench/keywords.py [--corpus DIR] [--hidden 64] [--epochs 40] [--weight-decay 0.02]
 
 With --corpus, the clips' features (and the recordings) are cached in
 DIR/.edge-agent-cache, so a second run starts training at once.
@@ -157,6 +157,7 @@ def main() -> None:
     ap.add_argument("--tilt", type=float, default=AUDIO_RECIPE["tilt"])
     ap.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=AUDIO_RECIPE["class_weights"])
     ap.add_argument("--input-noise", type=float, default=AUDIO_RECIPE["input_noise"])
+    ap.add_argument("--weight-decay", type=float, default=AUDIO_RECIPE["weight_decay"])
     ap.add_argument("--train-fraction", type=float, default=1.0, help="train on a random part (exploring)")
     ap.add_argument("--window", type=int, default=49, help="frames per decision window (1 s)")
     ap.add_argument("--hop", type=int, default=10, help="frames between decisions (10: 5 staggered "
@@ -197,7 +198,7 @@ def main() -> None:
         cfg = TrainConfig(hidden=args.hidden, layers=args.layers, epochs=args.epochs,
                           label_smoothing=args.label_smoothing, time_mask=args.time_mask,
                           channel_mask=args.channel_mask, tilt=args.tilt, class_weights=args.class_weights,
-                          input_noise=args.input_noise)
+                          input_noise=args.input_noise, weight_decay=args.weight_decay)
         fm, _ = train(x, y, None, cfg, data.class_names)
         print(f"train_seconds: {time.time() - t0:.0f}")
     rng = np.random.default_rng(0)

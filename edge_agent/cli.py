@@ -152,12 +152,15 @@ def cmd_train(args) -> int:
         else recipe.get(name, default)
     cfg = TrainConfig(hidden=given("hidden", 32), layers=args.layers, epochs=given("epochs", None), seed=args.seed,
                       batch=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, patience=args.patience,
-                      weight_decay=args.weight_decay, refit=args.refit, qat_epochs=args.qat_epochs,
+                      weight_decay=given("weight_decay", 0.0), refit=args.refit, qat_epochs=args.qat_epochs,
                       qat_lr=args.qat_lr, label_smoothing=given("label_smoothing", 0.0),
                       time_mask=given("time_mask", 0), channel_mask=given("channel_mask", 0),
                       tilt=given("tilt", 0.0), class_weights=given("class_weights", True),
                       input_noise=given("input_noise", TrainConfig.input_noise))
     check_config(cfg)  # before loading the data: a bad flag is one line, at once
+    taken = [_flag(name, value) for name, value in recipe.items() if getattr(args, name) is None]
+    if taken:
+        print(f"WAV clips: the audio recipe for the flags not given: {' '.join(taken)}")
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz,
                         dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.data))))
@@ -188,6 +191,14 @@ def cmd_train(args) -> int:
     print(f"wrote {args.out}: {len(fm.layers)} layer(s), hidden {fm.hidden}, {fm.n_classes} classes; "
           f"{phases}; float test accuracy {acc:.4f}")
     return 0
+
+
+def _flag(name: str, value) -> str:
+    """A TrainConfig field and value as the train flag that sets it."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else flag.replace("--", "--no-", 1)
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 
 def _train_anomaly(args) -> int:
@@ -506,7 +517,7 @@ COMMANDS = {
         arg("--val-fraction", type=float, default=0.0,
             help="hold out this stratified fraction to stop early (default 0: train on every window)"),
         arg("--patience", type=int, help="epochs without a better validation loss (default: epochs / 5)"),
-        arg("--weight-decay", type=float, default=0.0, help="decoupled, as AdamW"),
+        arg("--weight-decay", type=float, help="decoupled, as AdamW (default 0; WAV clips: the audio recipe's, 0.02)"),
         arg("--refit", action=argparse.BooleanOptionalAction, default=False,
             help="with --val-fraction: then retrain on every window for the epochs validation chose"),
         arg("--seed", type=int, default=0),

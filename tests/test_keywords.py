@@ -248,6 +248,9 @@ def test_cli_as_written(corpus, tmp_path):
     res = run_cli("train", "--data", out, "--out", tmp_path / "r.npz", "--epochs", "1", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert fmodel.load_model(tmp_path / "r.npz").hidden == AUDIO_RECIPE["hidden"]
+    recipe_line = next(line for line in res.stdout.splitlines() if "audio recipe" in line)
+    assert f"--hidden {AUDIO_RECIPE['hidden']}" in recipe_line and "--epochs" not in recipe_line  # given
+    assert f"--weight-decay {AUDIO_RECIPE['weight_decay']:g}" in recipe_line and "--no-class-weights" in recipe_line
     res = run_cli("quantize", "--model", m, "--calib", out, "--out", b, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     qm = blob.read(b)
