@@ -29,3 +29,19 @@ def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, "-m", "edge_agent", *map(str, args)],
                           capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300)
+
+
+def run_board_script(script: str, blobs: list[bytes], tmp: Path) -> list[str]:
+    """`script` under the real MicroPython unix port with device/ importable and the
+    blobs' paths as its arguments; the lines it prints."""
+    from edge_agent.board import unixport
+
+    paths = []
+    for n, data in enumerate(blobs):
+        paths.append(tmp / f"board{n}.bin")
+        paths[-1].write_bytes(data)
+    (tmp / "board_script.py").write_text(script)
+    proc = subprocess.run([unixport.binary(), str(tmp / "board_script.py"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=120, env={"MICROPYPATH": str(unixport.DEVICE_DIR)})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.splitlines()

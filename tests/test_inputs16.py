@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import subprocess
 
 import numpy as np
 import pytest
 
 from edge_agent import blob
-from edge_agent.board import unixport
 from edge_agent.errors import UserError
 from edge_agent.quant import quantize
 from edge_agent.quant.calibrate import quantize_calibrated
 from edge_agent.quant.fixedpoint import INT32_MAX
 from edge_agent.reference.inputs import model_inputs, quantize_raw, to_raw
-from edge_agent.reference.lstm import IntegerLSTM
-from helpers import random_model, run_cli
+from helpers import random_model, run_board_script, run_cli
 from test_device_conformance import (assert_stream_equal, assert_traces_equal, extreme_inputs,
                                      random_quant_model, run_traced)
 from test_hardening_blob import readers_agree, set_header, zero_model
-from test_state16 import STATE_WORD, exact_model, wide
+from test_state16 import STATE_WORD, exact_model, logits_rms, wide
 
 
 def wide_inputs(qm: blob.QuantModel) -> blob.QuantModel:
@@ -128,12 +125,7 @@ def off_grid_model(seed: int):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_int16_inputs_stay_closer_to_float_where_inputs_decide(seed):
     fm, x = off_grid_model(seed)
-    want = fm.forward(x)
-    err = {}
-    for x_bits in (8, 16):
-        qm = quantize(fm, x, h_bits=16, x_bits=x_bits)
-        got = IntegerLSTM(qm).run(model_inputs(qm, x)) / 2.0**qm.head.out_frac
-        err[x_bits] = float(np.sqrt(np.mean((got - want) ** 2)))
+    err = {x_bits: logits_rms(fm, x, quantize(fm, x, h_bits=16, x_bits=x_bits)) for x_bits in (8, 16)}
     assert err[16] < 0.5 * err[8], err
 
 
@@ -231,14 +223,7 @@ print(gc.mem_alloc() - before)
 
 def test_board_ram_and_no_allocation_per_sample(tmp_path, models):
     _, _, q16, q16x16 = models
-    (tmp_path / "a.bin").write_bytes(blob.pack(q16))
-    (tmp_path / "b.bin").write_bytes(blob.pack(q16x16))
-    (tmp_path / "check.py").write_text(BOARD_CHECK)
-    proc = subprocess.run([unixport.binary(), str(tmp_path / "check.py"), str(tmp_path / "a.bin"),
-                           str(tmp_path / "b.bin")], capture_output=True, text=True, timeout=120,
-                          env={"MICROPYPATH": str(unixport.DEVICE_DIR)})
-    assert proc.returncode == 0, proc.stderr
-    sizes, alloc = proc.stdout.splitlines()
+    sizes, alloc = run_board_script(BOARD_CHECK, [blob.pack(q16), blob.pack(q16x16)], tmp_path)
     state_a, state_b, arena_a, arena_b, x_a, x_b = map(int, sizes.split())
     assert (state_a, arena_a) == (state_b, arena_b)  # the same state and weights
     assert x_b == 2 * x_a == 2 * 8  # the input buffer: 2 bytes a (padded) channel instead of 1

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import subprocess
 
 import numpy as np
 import pytest
 
 from edge_agent import blob
-from edge_agent.board import unixport
 from edge_agent.errors import UserError
 from edge_agent.learn import model as fmodel
 from edge_agent.quant import quantize
@@ -22,7 +20,7 @@ from edge_agent.quant.fixedpoint import (INT32_MAX, OverflowProofError, choose_m
                                          choose_prescaled_multiplier, pre_shift, prescaled_bound)
 from edge_agent.reference.inputs import model_inputs
 from edge_agent.reference.lstm import IntegerLSTM, Trace
-from helpers import random_model, run_cli
+from helpers import random_model, run_board_script, run_cli
 from test_hardening_blob import entry, readers_agree, recrc, set_header, set_type, set_value, \
     zero_model
 
@@ -249,17 +247,20 @@ def exact_model(seed: int, hidden=32, n_in=3, classes=4, scale=0.3):
     return fm, x
 
 
+def logits_rms(fm, x, qm) -> float:
+    """The rms error of qm's logits (the integer reference) against the float model's on x."""
+    got = IntegerLSTM(qm).run(model_inputs(qm, x)) / 2.0**qm.head.out_frac
+    return float(np.sqrt(np.mean((got - fm.forward(x)) ** 2)))
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_16_bits_stay_closer_to_float_over_long_windows(seed):
     fm, x = exact_model(seed)
-    want = fm.forward(x)
     err = {}
     for bits in (8, 16):
         qm = quantize(fm, x, h_bits=bits)
-        x_q = model_inputs(qm, x)
-        assert np.array_equal(x_q, np.round(x * 128))  # the inputs are exact: only the model differs
-        got = IntegerLSTM(qm).run(x_q) / 2.0**qm.head.out_frac
-        err[bits] = float(np.sqrt(np.mean((got - want) ** 2)))
+        assert np.array_equal(model_inputs(qm, x), np.round(x * 128))  # the inputs are exact: only the model differs
+        err[bits] = logits_rms(fm, x, qm)
     assert err[16] < 0.4 * err[8], err  # measured: 0.18x and 0.19x
 
 
@@ -313,14 +314,7 @@ print(allocated(cell.Cell(m16), cell.State(m16), 50))
 
 def test_board_ram_and_no_allocation_per_step(tmp_path, models):
     _, _, q8, q16 = models
-    (tmp_path / "m8.bin").write_bytes(blob.pack(q8))
-    (tmp_path / "m16.bin").write_bytes(blob.pack(q16))
-    (tmp_path / "check.py").write_text(BOARD_CHECK)
-    proc = subprocess.run([unixport.binary(), str(tmp_path / "check.py"), str(tmp_path / "m8.bin"),
-                           str(tmp_path / "m16.bin")], capture_output=True, text=True, timeout=120,
-                          env={"MICROPYPATH": str(unixport.DEVICE_DIR)})
-    assert proc.returncode == 0, proc.stderr
-    sizes, alloc = proc.stdout.splitlines()
+    sizes, alloc = run_board_script(BOARD_CHECK, [blob.pack(q8), blob.pack(q16)], tmp_path)
     state8, state16, arena8, arena16 = map(int, sizes.split())
     padded = -(-q8.hidden // 8) * 8
     assert state16 - state8 == len(q8.layers) * padded  # h: 2 bytes a unit instead of 1, per layer
