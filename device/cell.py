@@ -64,15 +64,6 @@ class Cell:
         """raw: int16 readings, one per channel (array 'h'); the result goes to self.x."""
         kernels.quantize_inputs(self.model.arena, self.model.in_meta, raw, self.x)  # pyright: ignore[reportArgumentType]
 
-    def set_input(self, x_q):
-        """Feed already-quantized inputs, int8 (or int16 for a model of int16 inputs)."""
-        if self.model.x_bits == 16:
-            for c in range(self.model.n_inputs):
-                struct.pack_into("<H", self.x, 2 * c, (x_q[c] + 32768) & 0xFFFF)
-        else:
-            for c in range(self.model.n_inputs):
-                self.x[c] = (x_q[c] + 128) & 0xFF
-
     def set_input_bytes(self, data, offset=0):
         """Feed inputs from little-endian int8 or int16 bytes (the host's files):
         the +128 / +32768 encoding is the top byte's sign bit flipped."""

@@ -46,7 +46,7 @@ def quantize(model: FloatModel, calib: np.ndarray, lengths: np.ndarray | None = 
     gate is integrated by the cell over a long window). h_bits: the hidden
     state's width, 8 (int8, 2**-7) or 16 (int16, 2**-15; docs/arithmetic.md).
     x_bits: layer 0's inputs, 8 or, with a 16-bit state, 16 (int16 per channel
-    over the calibrated range: 256 times finer steps)."""
+    over the calibrated range: 257 times finer steps: 65535 over the range instead of 255)."""
     if calibration not in CALIBRATIONS:
         raise UserError(f"calibration {calibration!r}: choose from {', '.join(CALIBRATIONS)}")
     if h_bits not in STATE_BITS:
