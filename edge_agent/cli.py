@@ -58,7 +58,8 @@ def cmd_quantize(args) -> int:
     if args.frontend:
         settings.frontend.kind = args.frontend
     data = dataset.load(args.calib, settings.window, settings.hop, settings.sensor.rate_hz,
-                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.calib))))
+                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.calib)),
+                                             dataset.data_rate(args.calib)))
     if data.train.x.shape[2] != fm.n_inputs:
         raise UserError(f"{args.calib}: X_train has {data.train.x.shape[2]} channels, the model takes {fm.n_inputs}")
     rng = np.random.default_rng(0)
@@ -113,7 +114,7 @@ def cmd_evaluate(args) -> int:
     blob.expect_task(qm, "classify", args.blob)
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz,
-                        qm.frontend)  # WAV data goes through the blob's own front-end
+                        qm.frontend)  # WAV clips and sensor windows go through the blob's own front-end
     summary, dump = evaluate(fm, qm, data.test, args.backend)
     if args.dump:
         with atomic_open(args.dump, "wb") as fh:
@@ -163,7 +164,8 @@ def cmd_train(args) -> int:
         print(f"WAV clips: the audio recipe for the flags not given: {' '.join(taken)}")
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz,
-                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.data))))
+                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.data)),
+                                             dataset.data_rate(args.data)))
     bar = _progress(planned_epochs(cfg, data.train.y, args.qat), "train", False, unit="epoch")
 
     def progress(phase, record):
@@ -190,6 +192,9 @@ def cmd_train(args) -> int:
                           if "refit_epochs" in r else "") for name, r in report.items())
     print(f"wrote {args.out}: {len(fm.layers)} layer(s), hidden {fm.hidden}, {fm.n_classes} classes; "
           f"{phases}; float test accuracy {acc:.4f}")
+    if data.frontend is not None:  # what replay and the board must be told (config.yaml window, in frames)
+        print(f"inputs: the {data.frontend.kind} front-end at {data.frontend.rate_hz} Hz, "
+              f"{data.train.x.shape[1]} frames per training window")
     return 0
 
 

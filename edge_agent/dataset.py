@@ -26,7 +26,7 @@ class Dataset:
     train: Split
     test: Split
     class_names: list[str] | None
-    frontend: "FrontendParams | None" = None  # WAV data: the front-end that made x from the clips
+    frontend: "FrontendParams | None" = None  # the front-end that made x from the clips or sensor windows
     skipped: list[str] = field(default_factory=list)  # clips refused, one line each
     val: Split | None = None  # WAV data: the clips validation_list.txt names (never trained on)
 
@@ -110,10 +110,17 @@ def is_wav_folder(folder: Path) -> bool:
                                    for d in folder.iterdir())
 
 
-def frontend_for(settings, wav: bool) -> "FrontendParams | None":
-    """The front-end config.yaml asks for; `auto`: mel for WAV data, none otherwise."""
+def frontend_for(settings, wav: bool, rate_hz: float | None = None) -> "FrontendParams | None":
+    """The front-end config.yaml asks for; `auto`: mel for WAV data; for windows of
+    sensor samples whose rate the data gives (data_rate), log bands from 1 kHz up
+    (vibration, as an anomaly model's recordings: learn/anomaly.py frontend_for);
+    none otherwise."""
     from .reference.frontend import FrontendParams
 
+    if not wav and rate_hz is not None:
+        from .learn.anomaly import frontend_for as sensor_frontend
+
+        return sensor_frontend(settings, rate_hz)
     fs = settings.frontend
     kind = ("mel" if wav else "none") if fs.kind == "auto" else fs.kind
     if kind == "none":
@@ -275,7 +282,8 @@ def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 5
          frontend: "FrontendParams | None" = None, cache: bool = False) -> Dataset:
     """DATA: an .npz, a folder of labelled CSV recordings cut by window/hop, or a
     folder of WAV clips (one subfolder per label) through `frontend` (with cache:
-    features kept beside the clips, from_wav_folder)."""
+    features kept beside the clips, from_wav_folder). An .npz's windows go through
+    `frontend` too when one is given (sensor samples: frontend_for, data_rate)."""
     path = Path(path)
     if is_wav_folder(path):
         if frontend is None:
@@ -291,14 +299,59 @@ def load(path: str | Path, window: int = 100, hop: int = 100, rate_hz: float = 5
             train = _split(z, path, "train", None)
             test = _split(z, path, "test", train.x.shape[2])
             names = [str(s) for s in z["class_names"].tolist()] if "class_names" in z.files else None
+            rate = _rate(z, path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise UserError(f"{path}: not a readable .npz data file ({str(exc)[:120]})") from None
+    if frontend is not None:  # windows of sensor samples: the front-end's frames are the model's steps
+        if rate is not None and round(rate) != frontend.rate_hz:
+            raise UserError(f"{path}: samples at {rate:g} Hz; the front-end takes {frontend.rate_hz} Hz")
+        train, test = _through_frontend(train, frontend, path), _through_frontend(test, frontend, path)
     if names is not None and any(not n or "\n" in n or len(n) > 64 for n in names):
         raise UserError(f"{path}: class_names must be 1 to 64 characters on one line each")
     top = int(max(train.y.max(), test.y.max()))
     if names is not None and top >= len(names):
         raise UserError(f"{path}: label {top} has no entry in class_names ({len(names)} names)")
-    return Dataset(train, test, names)
+    return Dataset(train, test, names, frontend)
+
+
+def _rate(z, path: Path) -> float | None:
+    """A DATA file's optional rate_hz: the sample rate of its windows' steps."""
+    if "rate_hz" not in z.files:
+        return None
+    rate = z["rate_hz"]
+    if rate.shape != () or rate.dtype.kind not in "iuf" or not 0 < float(rate) <= 1e6:
+        raise UserError(f"{path}: rate_hz must be one number in (0, 1e6] Hz")
+    return float(rate)
+
+
+def data_rate(path: str | Path) -> float | None:
+    """The sample rate a DATA .npz gives for its windows (rate_hz), else None
+    (also for folders and unreadable files: load() names what is wrong)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return _rate(z, path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _through_frontend(split: Split, frontend: "FrontendParams", path: Path) -> Split:
+    """Windows of sensor samples [n, T, C] as front-end frames [n, F, B]: the
+    channels summed into one stream (as the board's sensor feeds it), each
+    window from a fresh front-end."""
+    from .learn.anomaly import sensor_frames
+
+    n = split.x.shape[1] if split.lengths is None else split.lengths
+    feats = [sensor_frames(w[:t], frontend)[0] for w, t in zip(split.x, np.broadcast_to(n, len(split.x)))]
+    counts = np.array([len(f) for f in feats])
+    if counts.min() == 0:
+        raise UserError(f"{path}: a window is shorter than one front-end frame ({frontend.frame} samples)")
+    x = np.zeros((len(feats), counts.max(), frontend.bands), np.float32)
+    for k, f in enumerate(feats):
+        x[k, :len(f)] = f
+    return Split(x, split.y, None if counts.min() == counts.max() else counts)
 
 
 def write_synthetic(task: str, out: str | Path, n_train: int, n_test: int, seed: int = 0) -> str:

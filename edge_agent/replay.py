@@ -17,6 +17,7 @@ from .blob import QuantModel
 from .board import link
 from .config import Settings
 from .errors import UserError
+from .learn.anomaly import frontend_samples
 from .recording import Recording
 from .reference.inputs import model_inputs, to_raw
 from .reference.lstm import IntegerLSTM
@@ -28,8 +29,8 @@ BACKENDS = ("numpy", "micropython", "board")
 
 def numpy_detections(rec: Recording, qmodel: QuantModel, settings: Settings, progress=None) -> Iterator[dict]:
     labels = settings.labels_for(qmodel.class_names, qmodel.n_classes)
-    if qmodel.frontend is not None:  # audio: windows and hops count front-end frames
-        x_q, at = int8_features(qmodel, rec.x[:, 0])
+    if qmodel.frontend is not None:  # audio or vibration: windows and hops count front-end frames
+        x_q, at = int8_features(qmodel, frontend_samples(rec.x))
     else:
         x_q, at = model_inputs(qmodel, rec.x), np.arange(len(rec.x))
     points = stream_decisions(IntegerLSTM(qmodel), x_q, settings.window, settings.hop, settings.continuous)
@@ -120,7 +121,7 @@ def _collect(board: _BoardLink, kind: str, last_sample: int, n_sent: int) -> lis
 def board_detections(rec: Recording, qmodel: QuantModel, settings: Settings, port: str,
                      realtime: bool = False, progress=None) -> Iterator[dict]:
     audio = qmodel.frontend is not None
-    raw = np.clip(np.round(rec.x[:, :1]), -32768, 32767).astype(np.int64) if audio else to_raw(rec.x, qmodel.inputs)
+    raw = frontend_samples(rec.x)[:, None] if audio else to_raw(rec.x, qmodel.inputs)
     board = _BoardLink(port)
     try:
         board.serial.write(link.command_line({"window": settings.window, "hop": settings.hop,
@@ -176,9 +177,9 @@ def detections(rec: Recording, qmodel: QuantModel, settings: Settings, backend: 
     if qmodel.anomaly is not None:  # anomaly events (onset / end) instead of detections
         return anomaly_events(rec, qmodel, settings, backend, blob_path, port, realtime, progress)
     fe = qmodel.frontend
-    if fe is not None and (rec.x.shape[1] != 1 or (rec.rate_hz or fe.rate_hz) != fe.rate_hz):
-        raise UserError(f"the model's front-end takes one channel at {fe.rate_hz} Hz; the recording has "
-                        f"{rec.x.shape[1]} channel(s) at {rec.rate_hz or settings.sensor.rate_hz:g} Hz")
+    if fe is not None and (rec.rate_hz or fe.rate_hz) != fe.rate_hz:  # its channels are summed, as the board does
+        raise UserError(f"the model's front-end takes samples at {fe.rate_hz} Hz; the recording's are at "
+                        f"{rec.rate_hz or settings.sensor.rate_hz:g} Hz")
     if fe is None and rec.x.shape[1] != qmodel.n_inputs:
         raise UserError(f"recording has {rec.x.shape[1]} channels, the model takes {qmodel.n_inputs}")
     settings.labels_for(qmodel.class_names, qmodel.n_classes)
@@ -306,8 +307,6 @@ def anomaly_samples(rec: Recording, qmodel: QuantModel) -> np.ndarray:
     counts the recording holds (as device/sensors.py ADXL345.read_block sums)."""
     if qmodel.frontend is None:
         return to_raw(rec.x, qmodel.inputs)
-    from .learn.anomaly import frontend_samples
-
     return frontend_samples(rec.x)[:, None]
 
 

@@ -356,7 +356,8 @@ def write_machine_dataset(out, n_train: int = 2000, n_test: int = 500, seed: int
     * DIR/test/machine_K.npz: normal running with fault episodes (imbalance,
       misalignment, bearing, looseness; label normal or the fault), to evaluate;
     * DIR/faults.npz: labelled 1.5 s windows (normal, imbalance, misalignment,
-      bearing) for the supervised fault classifier (DATA .npz)."""
+      bearing) for the supervised fault classifier (DATA .npz with rate_hz: train
+      puts them through the spectral front-end)."""
     from pathlib import Path
 
     from .fileio import atomic_open
@@ -387,7 +388,7 @@ def write_machine_dataset(out, n_train: int = 2000, n_test: int = 500, seed: int
     with atomic_open(out / "faults.npz", "wb") as fh:
         np.savez(fh, X_train=np.round(xs[:n_train] * COUNTS_PER_G).astype(np.float32), y_train=ys[:n_train],
                  X_test=np.round(xs[n_train:] * COUNTS_PER_G).astype(np.float32), y_test=ys[n_train:],
-                 class_names=np.array(classes))
+                 class_names=np.array(classes), rate_hz=np.float32(MACHINE_RATE_HZ))
     return (f"wrote {out}: train/normal.npz ({normal_minutes:g} min of normal running), "
             f"{test_recordings} test recordings ({test_minutes:g} min each, {episodes} fault episodes), "
             f"faults.npz ({n_train} + {n_test} labelled windows); 3 axes at {MACHINE_RATE_HZ} Hz in counts")
