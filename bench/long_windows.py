@@ -155,7 +155,8 @@ def main() -> None:
     for key, (agree, drop) in worst.items():
         print(f"worst {key} agreement: {agree:.4f}")
         print(f"worst {key} accuracy drop pp: {drop:+.2f}")
-        print(f"goal met by {key}: {'yes' if agree >= 0.99 and drop <= 0.5 else 'no'}")
+        met = agree >= 0.99 and round(drop, 6) <= 0.5  # a drop of 0.5 points may be 0.5000000000000004
+        print(f"goal met by {key}: {'yes' if met else 'no'}")
     # where the float model itself keeps under 99 % of its decisions under quarter-step noise,
     # no arithmetic can be asked for 99 %: the same figures over the other tasks and lengths
     for key, (agree, drop) in held.items():
