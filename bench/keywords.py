@@ -18,7 +18,7 @@ is trained on) through the mel front-end, a numpy-trained LSTM, PTQ:
   between noise and other words from the test voices;
 - the model's size: blob bytes.
 
-    python bench/keywords.py [--corpus DIR] [--hidden 64] [--epochs 40] [--weight-decay 0.02]
+    python bench/keywords.py [--corpus DIR] [--hidden 64] [--epochs 60] [--weight-decay 0.05]
 
 With --corpus, the clips' features (and the recordings) are cached in
 DIR/.edge-agent-cache, so a second run starts training at once.
