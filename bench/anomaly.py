@@ -98,18 +98,14 @@ def classifier(folder: Path, args) -> None:
     from edge_agent.reference.inputs import model_inputs
     from edge_agent.reference.lstm import IntegerLSTM
 
-    data = load(folder / "faults.npz")
-    frontend = la.choose_frontend("auto", 1600)
-
-    def feats(x):
-        return np.stack([la.sensor_frames(w, frontend)[0] for w in x]).astype(np.float32)
-    xtr, xte = feats(data.train.x), feats(data.test.x)
+    data = load(folder / "faults.npz", frontend=la.choose_frontend("auto", 1600))  # windows as frames
+    xtr, xte = data.train.x, data.test.x
     say("classifier_train_windows", len(xtr))
     say("classifier_test_windows", len(xte))
     say("classifier_frames_per_window", xtr.shape[1])
     fm, _ = train(xtr, data.train.y, None, TrainConfig(hidden=args.hidden, seed=args.seed), data.class_names)
     say("classifier_float_accuracy", float(np.mean(fm.forward(xte).argmax(1) == data.test.y)))
-    qm = quantize_with_frontend(fm, xtr[:500], frontend)
+    qm = quantize_with_frontend(fm, xtr[:500], data.frontend)
     logits = IntegerLSTM(qm).run(model_inputs(qm, xte))
     say("classifier_int8_accuracy", float(np.mean(logits.argmax(1) == data.test.y)))
 

@@ -292,7 +292,6 @@ def _evaluate_anomaly(args, qm) -> int:
 
 
 def cmd_replay(args) -> int:
-
     from . import blob, config, recording
     from .replay import detections
 
@@ -522,7 +521,7 @@ COMMANDS = {
         arg("--val-fraction", type=float, default=0.0,
             help="hold out this stratified fraction to stop early (default 0: train on every window)"),
         arg("--patience", type=int, help="epochs without a better validation loss (default: epochs / 5)"),
-        arg("--weight-decay", type=float, help="decoupled, as AdamW (default 0; WAV clips: the audio recipe's, 0.02)"),
+        arg("--weight-decay", type=float, help="decoupled, as AdamW (default 0; WAV clips: the audio recipe's)"),
         arg("--refit", action=argparse.BooleanOptionalAction, default=False,
             help="with --val-fraction: then retrain on every window for the epochs validation chose"),
         arg("--seed", type=int, default=0),
