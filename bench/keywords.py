@@ -15,7 +15,8 @@ is trained on) through the mel front-end, a numpy-trained LSTM, PTQ:
   state; silence and unknown never published): false detections per hour on
   a long stretch of background noise and unknown speech from the test voices,
   and keywords missed (or named wrongly) in a long recording of keywords
-  between noise and other words from the test voices;
+  between noise and other words from the test voices; with each false-detection
+  rate, its exact 95% Poisson interval (a few events say little about a rate);
 - the model's size: blob bytes.
 
     python bench/keywords.py [--corpus DIR] [--hidden 64] [--epochs 60] [--weight-decay 0.05]
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import tempfile
 import time
@@ -80,6 +82,30 @@ def score_stream(dets, truth, tolerance=(-0.3, 1.3)):
         else:
             wrong += 1
     return hits, wrong, len(truth) - hits - wrong, len(dets) - len(used)
+
+
+def poisson_interval(k: int, hours: float, level: float = 0.95) -> tuple[float, float]:
+    """The exact (Garwood) interval of a rate per hour from k events in `hours`:
+    a handful of false detections pins the rate down only loosely."""
+    tail = (1 - level) / 2
+
+    def at_most(n: int, lam: float) -> float:  # P(X <= n) for X ~ Poisson(lam)
+        term = total = math.exp(-lam)
+        for i in range(1, n + 1):
+            term *= lam / i
+            total += term
+        return total
+
+    def root(f, hi: float) -> float:  # f falls through 0 on [0, hi]
+        lo = 0.0
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mid) > 0 else (lo, mid)
+        return (lo + hi) / 2
+
+    top = 10.0 * (k + 10)
+    low = 0.0 if k == 0 else root(lambda lam: at_most(k - 1, lam) - (1 - tail), top)
+    return low / hours, root(lambda lam: at_most(k, lam) - tail, top) / hours
 
 
 def recording(cache: Path | None, minutes: float, seed: int, variants, **kw):
@@ -236,6 +262,8 @@ def main() -> None:
     print(f"rule_chosen_on_validation_voices: threshold {rule['threshold']} smooth {rule['smooth']} "
           f"refractory {rule['refractory']}")
     print(f"validation_false_detections_per_hour: {v_false:.2f}")
+    low, high = poisson_interval(round(v_false * args.val_noise_minutes / 60), args.val_noise_minutes / 60)
+    print(f"validation_false_detections_per_hour_95pct_interval: {low:.2f}-{high:.2f}")
     print(f"validation_keywords_missed_of_{len(val_truth)}: {v_missed}")
     print(f"validation_keywords_wrong_label: {v_wrong}")
     modes = (("windows", False), ("continuous", True)) if args.continuous else (("windows", False),)
@@ -247,6 +275,8 @@ def main() -> None:
         tag = f"{mode}_w{args.window}_h{args.hop}" if not continuous else f"{mode}_h{args.hop}"
         print(f"{tag}_false_detections_per_hour_noise_and_unknown_speech: "
               f"{len(false) / (args.noise_minutes / 60):.2f}  ({len(false)} in {args.noise_minutes:g} min)")
+        low, high = poisson_interval(len(false), args.noise_minutes / 60)
+        print(f"{tag}_false_detections_per_hour_95pct_interval: {low:.2f}-{high:.2f}")
         print(f"{tag}_keywords_spoken: {len(truth)}")
         print(f"{tag}_keywords_detected: {hits}")
         print(f"{tag}_keywords_missed: {missed}")
