@@ -58,8 +58,7 @@ def cmd_quantize(args) -> int:
     if args.frontend:
         settings.frontend.kind = args.frontend
     data = dataset.load(args.calib, settings.window, settings.hop, settings.sensor.rate_hz,
-                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.calib)),
-                                             dataset.data_rate(args.calib)))
+                        dataset.frontend_of_data(settings, args.calib))
     if data.train.x.shape[2] != fm.n_inputs:
         raise UserError(f"{args.calib}: X_train has {data.train.x.shape[2]} channels, the model takes {fm.n_inputs}")
     rng = np.random.default_rng(0)
@@ -164,8 +163,7 @@ def cmd_train(args) -> int:
         print(f"WAV clips: the audio recipe for the flags not given: {' '.join(taken)}")
     settings = config.load(args.config)
     data = dataset.load(args.data, settings.window, settings.hop, settings.sensor.rate_hz,
-                        dataset.frontend_for(settings, dataset.is_wav_folder(Path(args.data)),
-                                             dataset.data_rate(args.data)))
+                        dataset.frontend_of_data(settings, args.data))
     bar = _progress(planned_epochs(cfg, data.train.y, args.qat), "train", False, unit="epoch")
 
     def progress(phase, record):

@@ -128,6 +128,11 @@ def frontend_for(settings, wav: bool, rate_hz: float | None = None) -> "Frontend
     return FrontendParams(kind, fs.rate_hz, fs.frame, fs.hop, fs.bands, fs.f_lo, fs.f_hi, fs.floor).build()
 
 
+def frontend_of_data(settings, path: str | Path) -> "FrontendParams | None":
+    """frontend_for the DATA at path: a WAV folder, or an .npz that may give its rate."""
+    return frontend_for(settings, is_wav_folder(Path(path)), data_rate(path))
+
+
 def clip_features(clips: list[np.ndarray], frontend: "FrontendParams", seconds: float = 1.0) -> np.ndarray:
     """Front-end features [n, T, B] of clips padded with zeros (or cut) to `seconds`."""
     from .reference.frontend import features, frames_of
