@@ -97,6 +97,34 @@ def test_made_voices_are_read_by_espeak_and_differ(tmp_path):
     assert 8 <= sum(took) <= 32
 
 
+def test_recording_speaks_with_made_voices(tmp_path, monkeypatch):
+    """make_recording(made=...) gives about half its words to the made voices
+    (with accents espeak-ng applies a variant to), the rest to the stock
+    variants; without made voices only stock variants speak. The spy records
+    who is asked to speak and passes every word on to the real espeak-ng."""
+    made = keywords.random_voices(tmp_path, 4, seed=9, bases=keywords.VAL_VARIANTS)
+    spoken = []
+    real = keywords.synthesize
+
+    def spy(word, speaker, rate, pitch):
+        spoken.append(speaker)
+        return real(word, speaker, rate, pitch)
+
+    monkeypatch.setattr(keywords, "synthesize", spy)
+    samples, truth = keywords.make_recording(40, seed=2, variants=keywords.VAL_VARIANTS, keyword_every=1.0,
+                                             made=made)
+    words = spoken[12:]  # after the babble's 12 words (stock variants)
+    by_made = [sp for sp in words if sp.data is not None]
+    assert {sp.variant for sp in by_made} <= {sp.variant for sp in made} and len({sp.variant for sp in by_made}) >= 3
+    assert {sp.data for sp in by_made} == {made[0].data} and "en-gb" not in {sp.accent for sp in by_made}
+    assert 0.3 * len(words) <= len(by_made) <= 0.7 * len(words)
+    assert {sp.variant for sp in words if sp.data is None} <= set(keywords.VAL_VARIANTS)
+    assert len(truth) >= 10 and samples.dtype == np.int16 and np.abs(samples).max() > 3000
+    spoken.clear()
+    keywords.make_recording(10, seed=2, variants=keywords.VAL_VARIANTS, keyword_every=1.0)
+    assert spoken and all(sp.data is None and sp.variant in keywords.VAL_VARIANTS for sp in spoken)
+
+
 def test_training_clips_are_cut_like_stream_windows():
     """A cut word is a piece (10 to 60%) at an edge of the clip; a whole word is
     whole, and a neighbour's piece sits at an edge, apart from it."""
@@ -122,6 +150,23 @@ def test_training_clips_are_cut_like_stream_windows():
     assert placed >= 20
     clip = keywords._train_clip(np.random.default_rng(0), word, None, True, None)
     assert clip.dtype == np.int16 and len(clip) == keywords.CLIP
+
+
+def test_training_draws_hard_unknown_words_more_often():
+    """Whole `unknown` training words: each of HARD_UNKNOWN about HARD_TIMES as
+    often as any other word; the held-out splits draw every word alike."""
+    from collections import Counter
+
+    speakers = [keywords.Speaker("en-us", "m1")]
+    whole = Counter(j[1] for j in keywords._train_jobs(400, speakers, 1, 3, 0) if j[0] == "unknown")
+    hard = np.mean([whole[w] for w in keywords.HARD_UNKNOWN])
+    rest = np.mean([whole[w] for w in keywords.UNKNOWN_WORDS if w not in keywords.HARD_UNKNOWN])
+    assert set(whole) == set(keywords.UNKNOWN_WORDS) and sum(whole.values()) == 1200
+    assert 0.75 * keywords.HARD_TIMES <= hard / rest <= 1.3 * keywords.HARD_TIMES
+    held_out = Counter(j[1] for j in keywords._jobs(400, keywords.TEST_VARIANTS, 1) if j[0] == "unknown")
+    hard = np.mean([held_out[w] for w in keywords.HARD_UNKNOWN])
+    rest = np.mean([held_out[w] for w in keywords.UNKNOWN_WORDS if w not in keywords.HARD_UNKNOWN])
+    assert 0.6 <= hard / rest <= 1.5
 
 
 def test_corpus_is_reproducible(corpus, tmp_path):
