@@ -291,7 +291,8 @@ def main() -> None:
                                              keyword_share=0.0, keyword_every=2.5)
         val_speech, val_truth, _ = recording(cache, args.val_keyword_minutes, 404, keywords.VAL_VARIANTS, made,
                                              keyword_share=0.7)
-    noise, _, spoken = recording(cache, args.noise_minutes, 101, keywords.TEST_VARIANTS, keyword_share=0.0, keyword_every=2.5)
+    noise, _, spoken = recording(cache, args.noise_minutes, 101, keywords.TEST_VARIANTS,
+                                 keyword_share=0.0, keyword_every=2.5)
     speech, truth, _ = recording(cache, args.keyword_minutes, 202, keywords.TEST_VARIANTS, keyword_share=0.7)
     print(f"recordings_seconds: {time.time() - t0:.0f}")
     # the decision rule, chosen on the validation voices' recordings only
@@ -321,7 +322,8 @@ def main() -> None:
               f"{len(false) / (args.noise_minutes / 60):.2f}  ({len(false)} in {args.noise_minutes:g} min)")
         low, high = poisson_interval(len(false), args.noise_minutes / 60)
         print(f"{tag}_false_detections_per_hour_95pct_interval: {low:.2f}-{high:.2f}")
-        print(f"{tag}_false_detections_heard_in: {heard_in([d['t'] for d in false], [d['label'] for d in false], spoken)}")
+        heard = heard_in([d["t"] for d in false], [d["label"] for d in false], spoken)
+        print(f"{tag}_false_detections_heard_in: {heard}")
         print(f"{tag}_keywords_spoken: {len(truth)}")
         print(f"{tag}_keywords_detected: {hits}")
         print(f"{tag}_keywords_missed: {missed}")

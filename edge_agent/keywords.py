@@ -370,10 +370,11 @@ def make_corpus(out: str | Path, per_class: int = 800, test_per_class: int = 80,
     Training voices: TRAIN_VARIANTS and random_voices_n voices perturbed from
     them; the training split holds unknown_times as many whole `unknown` words
     as of each other class (the many words that are not commands are what false
-    detections come from; HARD_UNKNOWN drawn HARD_TIMES as often as the rest) and cut_times as many cut words (_train_jobs). The
-    validation split (validation_list.txt, val_per_class clips per class, default
-    test_per_class) is spoken by VAL_VARIANTS, the test split (testing_list.txt)
-    by TEST_VARIANTS: neither is ever trained on."""
+    detections come from; HARD_UNKNOWN drawn HARD_TIMES as often as the rest)
+    and cut_times as many cut words (_train_jobs). The validation split
+    (validation_list.txt, val_per_class clips per class, default test_per_class)
+    is spoken by VAL_VARIANTS, the test split (testing_list.txt) by
+    TEST_VARIANTS: neither is ever trained on."""
     import tempfile
 
     out = Path(out)

@@ -42,9 +42,9 @@ DECAY = 64.0  # the learning rate falls exponentially to lr / DECAY over the pla
 # espeak-ng keyword corpus (bench/keywords.py): what `edge-agent train` uses there
 # for the flags not given. Weight decay (AdamW) is the largest gain on voices
 # training never heard. Validation accuracy over seeds 0, 1, 2: 0.902, 0.903, 0.907
-# (0.910, 0.913, 0.912 once the corpus drew keywords.HARD_UNKNOWN three times as often)
 # with 0.05 and 60 epochs, against 0.908, 0.881, 0.878 with 0.02 and 40 epochs, and
-# 0.866, 0.884 (seeds 0, 1) without it. Frequency shifts, random equaliser curves,
+# 0.866, 0.884 (seeds 0, 1) without it; 0.910, 0.913, 0.912 with 0.05 once the
+# corpus drew keywords.HARD_UNKNOWN three times as often. Frequency shifts, random equaliser curves,
 # wider voice perturbation in the corpus, more clips, weight averaging, distilling
 # an ensemble, other learning rates, masks and label smoothing stayed inside the
 # seed-to-seed spread (issue 13).
