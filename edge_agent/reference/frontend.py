@@ -236,11 +236,15 @@ def bands(zr: np.ndarray, zi: np.ndarray, e: np.ndarray, p: FrontendParams,
 
 
 def run(samples: np.ndarray, p: FrontendParams, batch: int = 4096) -> np.ndarray:
-    """Features [F, B] of a whole sample stream, frames every hop samples."""
-    fr = frames_of(samples, p)
-    if len(fr) == 0:
-        return np.zeros((0, p.bands), np.int64)
-    return np.concatenate([features(fr[i:i + batch], p) for i in range(0, len(fr), batch)])
+    """Features [F, B] of a whole sample stream, frames every hop samples; the
+    frames are cut `batch` at a time (all at once, hours of audio take GBs)."""
+    s = np.asarray(samples)  # frames_of widens each batch's slice to int64
+    n = 0 if len(s) < p.frame else (len(s) - p.frame) // p.hop + 1
+    out = np.zeros((n, p.bands), np.int64)
+    for i in range(0, n, batch):
+        k = min(batch, n - i)
+        out[i:i + k] = features(frames_of(s[i * p.hop:(i + k - 1) * p.hop + p.frame], p), p)
+    return out
 
 
 def frame_sample_index(n_frames: int, p: FrontendParams) -> np.ndarray:
@@ -276,6 +280,7 @@ def int8_features(qmodel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from .inputs import quantize_raw
 
     p = qmodel.frontend
-    raw = np.clip(np.round(np.asarray(samples, np.float64)), -32768, 32767).astype(np.int64)
-    feats = run(raw, p)
+    raw = np.array(samples, np.float64)  # one copy, rounded and clipped in place: hours of audio are GBs
+    np.clip(np.round(raw, out=raw), -32768, 32767, out=raw)
+    feats = run(raw.astype(np.int16), p)
     return quantize_raw(feats, qmodel.inputs, qmodel.x_bits), frame_sample_index(len(feats), p)
