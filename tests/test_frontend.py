@@ -189,6 +189,12 @@ def test_sample_streams_frame_like_the_host():
     p = params("mel")
     assert fe.frame_sample_index(3, p).tolist() == [511, 831, 1151]
     assert len(fe.run(np.zeros(511, int), p)) == 0 and len(fe.run(np.zeros(512, int), p)) == 1
+    # frames cut a batch at a time (hours of audio) are the frames of the whole stream, in order
+    x = np.random.default_rng(3).integers(-32768, 32768, 20_000).astype(np.int16)
+    whole = fe.features(fe.frames_of(x, p), p)
+    assert len(whole) == (len(x) - p.frame) // p.hop + 1
+    for batch in (1, 5, 4096):
+        assert np.array_equal(fe.run(x, p, batch=batch), whole)
 
 
 def thumb_twiddles(p: fe.FrontendParams) -> bytes:
