@@ -120,33 +120,36 @@ def recording(cache: Path | None, minutes: float, seed: int, variants, made=(), 
     files and the source of the functions that make it) when there is one."""
     import inspect
 
+    path = None
+    if cache is not None:
+        source = "".join(inspect.getsource(f) for f in (keywords.make_recording, keywords.synthesize,
+                                                        keywords.noise, keywords._babble, keywords.resample,
+                                                        keywords.Speaker))
+        voices = [(Path(v.data) / "espeak-ng-data" / "voices" / "!v" / v.variant).read_text() for v in made]
+        key = hashlib.sha256(repr((RECORDING_CACHE, minutes, seed, tuple(variants), sorted(kw.items()), source,
+                                   voices)).encode()).hexdigest()[:20]
+        path = cache / f"recording-{key}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                return z["samples"], [(float(t), str(w)) for t, w in zip(z["t"], z["word"])], \
+                    [(float(a), float(b), str(w), str(v)) for a, b, w, v in
+                     zip(z["start"], z["end"], z["spoken"], z["speaker"])]
     spoken: list = []
-    if cache is None:
-        samples, truth = keywords.make_recording(minutes * 60, seed=seed, variants=variants, made=made,
-                                                 spoken=spoken, **kw)
-        return samples, truth, spoken
-    source = "".join(inspect.getsource(f) for f in (keywords.make_recording, keywords.synthesize, keywords.noise,
-                                                    keywords._babble, keywords.resample, keywords.Speaker))
-    voices = [(Path(v.data) / "espeak-ng-data" / "voices" / "!v" / v.variant).read_text() for v in made]
-    key = hashlib.sha256(repr((RECORDING_CACHE, minutes, seed, tuple(variants), sorted(kw.items()), source,
-                               voices)).encode()
-                         ).hexdigest()[:20]
-    path = cache / f"recording-{key}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["samples"], [(float(t), str(w)) for t, w in zip(z["t"], z["word"])], \
-                [(float(a), float(b), str(w), str(v)) for a, b, w, v in
-                 zip(z["start"], z["end"], z["spoken"], z["speaker"])]
     samples, truth = keywords.make_recording(minutes * 60, seed=seed, variants=variants, made=made,
                                              spoken=spoken, **kw)
-    from edge_agent.fileio import atomic_open
+    if path is not None:
+        from edge_agent.fileio import atomic_open
 
-    cache.mkdir(exist_ok=True)
-    with atomic_open(path, "wb") as fh:
-        np.savez(fh, samples=samples, t=np.array([t for t, _ in truth]), word=np.array([w for _, w in truth]),
-                 **{name: np.array([w[i] for w in spoken]) for i, name in
-                    enumerate(("start", "end", "spoken", "speaker"))})
+        cache.mkdir(exist_ok=True)
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, samples=samples, t=np.array([t for t, _ in truth]), word=np.array([w for _, w in truth]),
+                     **{name: np.array([w[i] for w in spoken]) for i, name in
+                        enumerate(("start", "end", "spoken", "speaker"))})
     return samples, truth, spoken
+
+
+def hours_of(samples: np.ndarray) -> float:
+    return len(samples) / keywords.RATE_HZ / 3600
 
 
 def heard_in(times, labels, spoken) -> str:
@@ -171,11 +174,11 @@ def decisions(qm, samples, window: int, hop: int):
     return classes, scores, [at[t] / keywords.RATE_HZ for t, _ in points]
 
 
-def sweep(qm, names, noise, speech, truth, args):
-    """Every rule of the grid on two streams: [(rule, false per hour, missed, wrong)]."""
-    kn, sn, _ = decisions(qm, noise, args.window, args.hop)
+def sweep(qm, names, noise_decisions, hours, speech, truth, args):
+    """Every rule of the grid on a noise stream (its decisions and length in
+    hours) and a keyword stream: [(rule, false per hour, missed, wrong, extra)]."""
+    kn, sn, _ = noise_decisions
     ks, ss, ts = decisions(qm, speech, args.window, args.hop)
-    hours = len(noise) / keywords.RATE_HZ / 3600
     out = []
     for thr in THRESHOLDS:
         limits = [32768 if n in QUIET else int(round(thr * 32768)) for n in names]
@@ -296,7 +299,8 @@ def main() -> None:
     speech, truth, _ = recording(cache, args.keyword_minutes, 202, keywords.TEST_VARIANTS, keyword_share=0.7)
     print(f"recordings_seconds: {time.time() - t0:.0f}")
     # the decision rule, chosen on the validation voices' recordings only
-    val = sweep(qm, names, val_noise, val_speech, val_truth, args)
+    kv, sv, tv = decisions(qm, val_noise, args.window, args.hop)
+    val = sweep(qm, names, (kv, sv, tv), hours_of(val_noise), val_speech, val_truth, args)
     rule, v_false, v_missed, v_wrong, _ = choose(val, args.val_false)
     print(f"rule_chosen_on_validation_voices: threshold {rule['threshold']} smooth {rule['smooth']} "
           f"refractory {rule['refractory']}")
@@ -306,7 +310,6 @@ def main() -> None:
     print(f"validation_keywords_missed_of_{len(val_truth)}: {v_missed}")
     print(f"validation_keywords_wrong_label: {v_wrong}")
     # the validation noise's near misses: its highest-scoring keyword decisions, whatever the threshold
-    kv, sv, tv = decisions(qm, val_noise, args.window, args.hop)
     near = sorted(smooth_detections(kv, sv, [32768 if n in QUIET else 0 for n in names], rule["smooth"],
                                     rule["refractory"]), key=lambda d: -d[1])[:NEAR_MISSES]
     print(f"validation_top{NEAR_MISSES}_keyword_scores_on_noise_heard_in: "
@@ -330,7 +333,8 @@ def main() -> None:
         print(f"{tag}_keywords_wrong_label: {wrong}")
         print(f"{tag}_extra_detections_in_keyword_recording: {extra}")
     # the trade-off on the test voices (for the record; the rule above was not chosen here)
-    for r, f, m, w, _ in sweep(qm, names, noise, speech, truth, args):
+    for r, f, m, w, _ in sweep(qm, names, decisions(qm, noise, args.window, args.hop), hours_of(noise),
+                               speech, truth, args):
         if r["refractory"] == rule["refractory"] and (round(100 * r["threshold"]) % 5 == 0 or
                                                       abs(r["threshold"] - rule["threshold"]) < 0.035):
             print(f"test_sweep_thr{r['threshold']}_smooth{r['smooth']}: false_per_hour {f:.1f} "
