@@ -327,6 +327,9 @@ def test_smoothing_and_refractory_device_equals_host():
         if refractory:
             gaps = np.diff([i for i, _ in want])
             assert len(want) > 3 and gaps.min() > refractory
+        for cut in (0, 1, n - 1, 37):  # causal: a stream's first decisions decide alike on their own
+            assert smooth_detections(classes[:cut], scores[:cut], thresholds, n, refractory) == \
+                [d for d in want if d[0] < cut]
         if n == 1 and refractory == 0:  # windowed use: a decision stands alone, as before
             assert [i for i, _ in want] == [i for i in range(400) if scores[i] >= thresholds[classes[i]]]
 

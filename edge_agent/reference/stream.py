@@ -13,6 +13,7 @@ from ..quant.fixedpoint import rshift_round
 from ..quant.lut import GATE_FRAC, OUT_FRAC, lookup
 from .lstm import IntegerLSTM
 
+
 def decide(logits: np.ndarray, model: QuantModel) -> tuple[np.ndarray, np.ndarray]:
     """(class, score) per window. The score is the softmax probability of the top
     class in Q0.15, from the exp table: 32768**2 // (32768 + sum exp(l_k - l_top))."""
@@ -38,24 +39,37 @@ def score_fraction(score_q15: int) -> float:
     return ((int(score_q15) * 10000 + 16384) >> 15) / 10000
 
 
+def smoothed_scores(classes, scores, n: int = 1) -> np.ndarray:
+    """At every decision, the current class's scores over the last n decisions
+    (those of another class count 0), summed and // n: Q0.15, as
+    device/stream.py's Smoother keeps them in its ring."""
+    k, s = np.asarray(classes, dtype=np.int64), np.asarray(scores, dtype=np.int64)
+    total = s.copy()
+    for lag in range(1, min(n, len(k))):
+        total[lag:] += np.where(k[lag:] == k[:-lag], s[:-lag], 0)
+    return total // n
+
+
+def after_refractory(candidates, refractory: int) -> list[int]:
+    """The candidates (rising decision indices) that come more than `refractory`
+    decisions after the last one kept."""
+    kept: list[int] = []
+    for i in candidates:
+        if not kept or i > kept[-1] + refractory:
+            kept.append(int(i))
+    return kept
+
+
 def smooth_detections(classes, scores, thresholds, n: int = 1, refractory: int = 0) -> list[tuple[int, int]]:
     """(decision index, smoothed score) of each published detection, as
-    device/stream.py's Smoother makes them: the current class's scores over the
-    last n decisions, summed and // n, at or above its threshold (Q0.15), and no
-    detection in the previous `refractory` decisions."""
-    out = []
-    ring_k, ring_s = [-1] * n, [0] * n
-    quiet = 0
-    for i, (k, score) in enumerate(zip(classes, scores)):
-        ring_k[i % n], ring_s[i % n] = int(k), int(score)
-        total = sum(s for kk, s in zip(ring_k, ring_s) if kk == k) // n
-        if quiet > 0:
-            quiet -= 1
-            continue
-        if total >= thresholds[int(k)]:
-            out.append((i, total))
-            quiet = refractory
-    return out
+    device/stream.py's Smoother makes them: the current class's smoothed score
+    (smoothed_scores) at or above its threshold (Q0.15), and no detection in the
+    previous `refractory` decisions."""
+    total = smoothed_scores(classes, scores, n)
+    if not len(total):
+        return []
+    limit = np.asarray(thresholds, dtype=np.int64)[np.asarray(classes, dtype=np.int64)]
+    return [(i, int(total[i])) for i in after_refractory(np.flatnonzero(total >= limit), refractory)]
 
 
 def window_starts(n_samples: int, window: int, hop: int) -> np.ndarray:
