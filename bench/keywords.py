@@ -39,6 +39,7 @@ import math
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -160,12 +161,10 @@ def parts(minutes: float) -> list[float]:
     return [min(PART_MINUTES, minutes - start) for start in np.arange(0, minutes, PART_MINUTES)]
 
 
-def heard_in(times, labels, spoken, by: str = "word") -> str:
+def heard_in(times, labels, spoken, by: str = "word") -> Counter:
     """What each detection on a stream of other words heard: the last word
     spoken into its 1-s window, as 'word->label' (by="voice": the stock variant
-    that spoke it), counted, most often first."""
-    from collections import Counter
-
+    that spoke it), counted."""
     starts = np.array([w[0] for w in spoken])
     counts: Counter = Counter()
     for t, label in zip(times, labels):
@@ -174,18 +173,11 @@ def heard_in(times, labels, spoken, by: str = "word") -> str:
             counts["(noise)"] += 1
         else:
             counts[f"{spoken[j][2]}->{label}" if by == "word" else spoken[j][3].rsplit("-", 1)[-1]] += 1
-    return ", ".join(f"{k} {n}" for k, n in counts.most_common()) or "none"
+    return counts
 
 
-def merge_counts(lines) -> str:
-    """heard_in's 'key n, key n' lines added up, most often first."""
-    from collections import Counter
-
-    counts: Counter = Counter()
-    for line in lines:
-        for item in line.split(", ") if line and line != "none" else ():
-            key, n = item.rsplit(" ", 1)
-            counts[key] += int(n)
+def listed(counts: Counter) -> str:
+    """'key n, key n', most often first."""
     return ", ".join(f"{k} {n}" for k, n in counts.most_common()) or "none"
 
 
@@ -326,9 +318,9 @@ def main() -> None:
         # a long stretch pins a low false-detection rate down (0 in 3 h still allows 1.2 per hour)
         val_noise = []  # (decisions, words spoken) per part
         for i, minutes in enumerate(parts(args.val_noise_minutes)):
-            samples, _, words = recording(cache, minutes, 303 + 10 * i, keywords.VAL_VARIANTS, made,
-                                          keyword_share=0.0, keyword_every=2.5)
-            val_noise.append((decisions(qm, samples, args.window, args.hop), words))
+            samples, _, spoken = recording(cache, minutes, 303 + 10 * i, keywords.VAL_VARIANTS, made,
+                                           keyword_share=0.0, keyword_every=2.5)
+            val_noise.append((decisions(qm, samples, args.window, args.hop), spoken))
         val_speech, val_truth, _ = recording(cache, args.val_keyword_minutes, 404, keywords.VAL_VARIANTS, made,
                                              keyword_share=0.7)
     speech, truth, _ = recording(cache, args.keyword_minutes, 202, keywords.TEST_VARIANTS, keyword_share=0.7)
@@ -350,34 +342,37 @@ def main() -> None:
                    for i, score in smooth_detections(kv, sv, [32768 if n in QUIET else 0 for n in names],
                                                      rule["smooth"], rule["refractory"])),
                   reverse=True)[:NEAR_MISSES]
-    heard = [heard_in([val_noise[part][0][2][i]], [names[val_noise[part][0][0][i]]], val_noise[part][1])
-             for _, part, i in near]
-    print(f"validation_top{NEAR_MISSES}_keyword_scores_on_noise_heard_in: {merge_counts(heard)}")
+    heard: Counter = Counter()
+    for _, part, i in near:
+        (kv, _, tv), spoken = val_noise[part]
+        heard.update(heard_in([tv[i]], [names[kv[i]]], spoken))
+    print(f"validation_top{NEAR_MISSES}_keyword_scores_on_noise_heard_in: {listed(heard)}")
     # the test voices' noise, part by part: the chosen rule as replay streams it, and every rule's decisions
     modes = (("windows", False), ("continuous", True)) if args.continuous else (("windows", False),)
-    false: dict = {mode: [] for mode, _ in modes}  # per mode: (heard, by voice) of each part
+    false = {mode: (Counter(), Counter()) for mode, _ in modes}  # per mode: words heard, voices heard
     test_noise = []
     for i, minutes in enumerate(parts(args.noise_minutes)):
-        samples, _, words = recording(cache, minutes, 101 + 10 * i, keywords.TEST_VARIANTS,
-                                      keyword_share=0.0, keyword_every=2.5)
+        samples, _, spoken = recording(cache, minutes, 101 + 10 * i, keywords.TEST_VARIANTS,
+                                       keyword_share=0.0, keyword_every=2.5)
         for mode, continuous in modes:
             found = list(numpy_detections(as_recording(samples), qm, stream_settings(args, continuous, rule)))
             times, labels = [d["t"] for d in found], [d["label"] for d in found]
-            false[mode].append((heard_in(times, labels, words) if found else "",
-                                heard_in(times, labels, words, by="voice") if found else "", len(found)))
+            false[mode][0].update(heard_in(times, labels, spoken))
+            false[mode][1].update(heard_in(times, labels, spoken, by="voice"))
         test_noise.append(decisions(qm, samples, args.window, args.hop))
     hours = args.noise_minutes / 60
     for mode, continuous in modes:
         dets = list(numpy_detections(as_recording(speech), qm, stream_settings(args, continuous, rule)))
         hits, wrong, missed, extra = score_stream(dets, truth)
-        count = sum(n for _, _, n in false[mode])
+        words, voices = false[mode]
+        count = sum(words.values())
         tag = f"{mode}_w{args.window}_h{args.hop}" if not continuous else f"{mode}_h{args.hop}"
         print(f"{tag}_false_detections_per_hour_noise_and_unknown_speech: "
               f"{count / hours:.2f}  ({count} in {args.noise_minutes:g} min)")
         low, high = poisson_interval(count, hours)
         print(f"{tag}_false_detections_per_hour_95pct_interval: {low:.2f}-{high:.2f}")
-        print(f"{tag}_false_detections_heard_in: {merge_counts(h for h, _, _ in false[mode])}")
-        print(f"{tag}_false_detections_by_voice: {merge_counts(v for _, v, _ in false[mode])}")
+        print(f"{tag}_false_detections_heard_in: {listed(words)}")
+        print(f"{tag}_false_detections_by_voice: {listed(voices)}")
         print(f"{tag}_keywords_spoken: {len(truth)}")
         print(f"{tag}_keywords_detected: {hits}")
         print(f"{tag}_keywords_missed: {missed}")
@@ -399,6 +394,7 @@ def main() -> None:
             json.dump({split: [{"rule": r, "false_per_hour": f, "missed": m, "wrong": w, "extra": e,
                                 "false_in_each_part": p} for r, f, m, w, e, p in rows]
                        for split, rows in (("validation", val), ("test", test))}, fh)
+
 
 if __name__ == "__main__":
     main()
