@@ -298,6 +298,9 @@ def cmd_replay(args) -> int:
     qm = blob.read(blob_path)
     rec_path = args.recording or DEMO_RECORDING
     rec = recording.load(rec_path, settings.sensor.rate_hz)
+    if blob_path.resolve() == DEMO_BLOB.resolve() and qm.frontend is None and rec.x.shape[1] != qm.n_inputs:
+        raise UserError(f"{rec_path}: {rec.x.shape[1]} channel(s), and the model is the bundled demo, which takes "
+                        f"{qm.n_inputs} (name yours with --blob, or model: in --config)")
     settings.window = args.window or settings.window
     settings.hop = args.hop or settings.hop
     if args.window and not args.hop and settings.hop > settings.window:

@@ -1,5 +1,6 @@
 """The commands as a user runs them: results, and one-line errors."""
 import json
+import wave
 
 import numpy as np
 import pytest
@@ -54,6 +55,8 @@ def test_replay_bundled_demo_prints_detections(tmp_path):
     (["quantize", "--model", "{model}", "--calib", "{data}", "--out", "/nonexistent/dir/m.bin"], "No such file"),
     (["replay", "{data}"], "needs an array 'x'"),
     (["replay", "--config", "{bad_config}"], "sensor.rate_hz: expected a number"),
+    # a voice recording, no model named: the bundled demo takes 6 channels
+    (["replay", "{wav}"], "the bundled demo, which takes 6 (name yours with --blob"),
 ])
 def test_bad_input_is_one_line(tmp_path, demo_paths, args, pattern):
     rng = np.random.default_rng(0)
@@ -67,9 +70,12 @@ def test_bad_input_is_one_line(tmp_path, demo_paths, args, pattern):
     other["head.bias"] = other["head.bias"] + 1
     np.savez(tmp_path / "other.npz", **other)
     (tmp_path / "bad.yaml").write_text("sensor:\n  rate_hz: fast\n")
+    with wave.open(str(tmp_path / "talk.wav"), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.writeframes(bytes(32000))
     names = {"model": demo_paths["model"], "data": demo_paths["data"], "bin": demo_paths["blob"],
              "bad_shape": tmp_path / "bad_shape.npz", "corrupt": tmp_path / "corrupt.bin",
-             "other": tmp_path / "other.npz", "bad_config": tmp_path / "bad.yaml"}
+             "other": tmp_path / "other.npz", "bad_config": tmp_path / "bad.yaml", "wav": tmp_path / "talk.wav"}
     proc = run_cli(*[a.format(**names) for a in args], cwd=tmp_path)
     _one_line_error(proc, pattern)
 
