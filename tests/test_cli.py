@@ -71,7 +71,7 @@ def test_bad_input_is_one_line(tmp_path, demo_paths, args, pattern):
     np.savez(tmp_path / "other.npz", **other)
     (tmp_path / "bad.yaml").write_text("sensor:\n  rate_hz: fast\n")
     with wave.open(str(tmp_path / "talk.wav"), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16000)
+        w.setparams((1, 2, 16000, 0, "NONE", "not compressed"))  # mono 16-bit 16 kHz: a voice recording
         w.writeframes(bytes(32000))
     names = {"model": demo_paths["model"], "data": demo_paths["data"], "bin": demo_paths["blob"],
              "bad_shape": tmp_path / "bad_shape.npz", "corrupt": tmp_path / "corrupt.bin",
